@@ -1,0 +1,25 @@
+"""The language-model backbone: provisioning, MoE upcycling, routing, LoRA adapters, streaming.
+
+The public surface:
+
+- `BackboneConfig`, `RoutingConfig`, `GenerationParams`: what to load and how to decode.
+- `HFBackbone.from_config(config)`: a loaded model (transformers + peft) with `stream`,
+  `generate`, `generate_batch`, adapter management and routing statistics.
+- `prepare_default_model()`: builds the offline default (SmolLM2-135M-Instruct upcycled to
+  an MoE) in the local cache once.
+"""
+
+from companion.backbone.config import BackboneConfig, GenerationParams, RoutingConfig
+from companion.backbone.hf_engine import HFBackbone
+from companion.backbone.provision import default_cache_dir, prepare_default_model
+from companion.backbone.routing import RoutingStats
+
+__all__ = [
+    "BackboneConfig",
+    "GenerationParams",
+    "HFBackbone",
+    "RoutingConfig",
+    "RoutingStats",
+    "default_cache_dir",
+    "prepare_default_model",
+]
