@@ -58,14 +58,18 @@ class AdapterSet:
 
         path = Path(path)
         if name in self.names():
-            raise AdapterError(f"an adapter named {name!r} is already loaded; unload it first or pick another name.")
+            raise AdapterError(
+                f"an adapter named {name!r} is already loaded; unload it first or pick another name."
+            )
         if not (path / "adapter_config.json").is_file():
             raise AdapterError(
                 f"{path} holds no adapter_config.json; an adapter directory is what peft's save_pretrained writes."
             )
         try:
             if self._peft is None:
-                self._peft = PeftModel.from_pretrained(self.base_model, path, adapter_name=name, is_trainable=False)
+                self._peft = PeftModel.from_pretrained(
+                    self.base_model, path, adapter_name=name, is_trainable=False
+                )
             else:
                 self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as e:

@@ -135,7 +135,9 @@ class GenerationParams:
         if self.repetition_penalty < 1.0:
             raise ConfigError(f"repetition_penalty is {self.repetition_penalty}; expected >= 1.0.")
         if any(not s for s in self.stop):
-            raise ConfigError("stop contains an empty string; every stop string needs at least one character.")
+            raise ConfigError(
+                "stop contains an empty string; every stop string needs at least one character."
+            )
 
 
 def _from_yaml(cls: type, path: str | Path) -> Any:

@@ -22,7 +22,7 @@ import torch
 from companion.backbone.adapters import AdapterSet
 from companion.backbone.config import DEFAULT_MODEL, BackboneConfig, GenerationParams
 from companion.backbone.provision import prepare_default_model
-from companion.backbone.routing import DynamicRouter, RoutingStats, install_routing, routers_of
+from companion.backbone.routing import DynamicRouter, RoutingStats, install_routing
 from companion.backbone.streaming import DeltaStreamer, GenerationSummary, StopWhen, visible_text
 from companion.errors import ConfigError, GenerationFailedError, ModelLoadFailedError
 
@@ -81,7 +81,9 @@ class HFBackbone:
                 path, dtype=_DTYPES[config.dtype], local_files_only=local_only
             ).to(device)
         except (OSError, ValueError, KeyError) as e:
-            where = "the local directory" if local_only else "the model hub (the name is not a local directory)"
+            where = (
+                "the local directory" if local_only else "the model hub (the name is not a local directory)"
+            )
             raise ModelLoadFailedError(
                 f"Could not load model {config.model!r} from {where}: {e}. Give 'default', a directory "
                 "holding a transformers checkpoint (config.json, *.safetensors, tokenizer files), or a hub "
@@ -116,7 +118,11 @@ class HFBackbone:
             "hidden_size": getattr(cfg, "hidden_size", None),
             "n_experts": self.routers[0].num_experts if self.routers else 0,
             "routing": (
-                {"policy": self.routers[0].policy, "top_k": self.routers[0].top_k, "top_p": self.routers[0].top_p}
+                {
+                    "policy": self.routers[0].policy,
+                    "top_k": self.routers[0].top_k,
+                    "top_p": self.routers[0].top_p,
+                }
                 if self.routers
                 else None
             ),
@@ -191,7 +197,15 @@ class HFBackbone:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         work = loop.run_in_executor(
-            self._executor, self._stream_blocking, prompt, adapter, params, summary, routing_stats, cancelled, push
+            self._executor,
+            self._stream_blocking,
+            prompt,
+            adapter,
+            params,
+            summary,
+            routing_stats,
+            cancelled,
+            push,
         )
         try:
             while True:
@@ -265,7 +279,9 @@ class HFBackbone:
         params = params or GenerationParams()
         adapters = list(adapters) if adapters is not None else [None] * len(prompts)
         if len(adapters) != len(prompts):
-            raise ConfigError(f"got {len(prompts)} prompts but {len(adapters)} adapters; give one per prompt.")
+            raise ConfigError(
+                f"got {len(prompts)} prompts but {len(adapters)} adapters; give one per prompt."
+            )
         for name in adapters:
             self.adapters.check(name)
         with self._lock:

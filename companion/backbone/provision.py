@@ -101,13 +101,14 @@ def prepare_default_model(
     paths.moe_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(paths.moe_dir.parent / ".prepare.lock")):
         if force or not is_provisioned(paths.dense_dir):
-            _build_dense(paths.dense_dir)
+            build_dense_checkpoint(paths.dense_dir)
         if force or not is_provisioned(paths.moe_dir):
             _build_moe(paths.dense_dir, paths.moe_dir, n_experts)
     return paths
 
 
-def _build_dense(target: Path) -> None:
+def build_dense_checkpoint(target: Path) -> None:
+    """Dequantises the GGUF weights into a dense safetensors checkpoint at `target`."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -199,11 +199,17 @@ def install_routing(model: nn.Module, config: RoutingConfig) -> list[DynamicRout
         parent = model.get_submodule(name.rsplit(".", 1)[0])
         default_k = old.top_k if not isinstance(old, DynamicRouter) else _native_k(model, old)
         normalize = getattr(old, "norm_topk_prob", getattr(old, "normalize_top_k", True))
-        router = DynamicRouter(old.weight, config, default_k=default_k, normalize_top_k=normalize, layer=layer)
+        router = DynamicRouter(
+            old.weight, config, default_k=default_k, normalize_top_k=normalize, layer=layer
+        )
         parent.gate = router
         _enable_sentinel_slots(getattr(parent, "experts", None))
         installed.append(router)
-    if not installed and _declares_experts(model) and (config.policy != "top_k" or config.n_experts_per_token):
+    if (
+        not installed
+        and _declares_experts(model)
+        and (config.policy != "top_k" or config.n_experts_per_token)
+    ):
         raise UnsupportedRoutingError(
             f"{type(model).__name__} declares experts but has no fused top-k router Companion can drive; "
             "use routing policy 'top_k' without n_experts_per_token to keep its own routing."

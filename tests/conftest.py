@@ -1,0 +1,44 @@
+"""Shared fixtures: a network guard for the whole suite, tiny models, the real default model.
+
+Tiny models are built from a config with random weights; they reuse the default
+model's tokenizer, read from the local cache (provisioned once by `companion models
+prepare`, which the test command runs first, or by the fixture below).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+NETGUARD = Path(__file__).parent / "netguard"
+sys.path.insert(0, str(NETGUARD))
+from companion_netguard import install as install_netguard  # noqa: E402
+
+install_netguard()
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def default_paths():
+    """The provisioned default model (dense and MoE checkpoints in the cache)."""
+    from companion.backbone.provision import prepare_default_model
+
+    return prepare_default_model()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(default_paths):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_paths.moe_dir, local_files_only=True)
+
+
+@pytest.fixture()
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: the same network guard, loaded via sitecustomize."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), env.get("PYTHONPATH")]))
+    return env

@@ -1,0 +1,70 @@
+"""The `companion` console command, run through its real entry point."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+COMPANION = shutil.which("companion") or f"{sys.executable} -m companion.cli"
+
+
+def _run(args, env, stdin="", timeout=180):
+    return subprocess.run(
+        [*COMPANION.split(), *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["chat", "--help"],
+        ["models", "--help"],
+        ["models", "prepare", "--help"],
+        ["models", "info", "--help"],
+    ],
+)
+def test_every_command_has_help_with_an_example(args, subprocess_env):
+    result = _run(args, subprocess_env)
+    assert result.returncode == 0
+    assert "Example: companion" in result.stdout
+
+
+@pytest.mark.slow
+def test_models_prepare_and_info(subprocess_env, default_paths):
+    prepared = _run(["models", "prepare"], subprocess_env)
+    assert prepared.returncode == 0, prepared.stderr
+    assert str(default_paths.moe_dir) in prepared.stdout
+    info = _run(["models", "info", "--routing", "top_p", "--top-p", "0.5"], subprocess_env)
+    assert info.returncode == 0, info.stderr
+    facts = json.loads(info.stdout)
+    assert facts["architecture"] == "MixtralForCausalLM"
+    assert facts["n_experts"] == 4 and facts["routing"]["policy"] == "top_p"
+
+
+@pytest.mark.slow
+def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_paths):
+    result = _run(
+        ["chat", "--persona", "mira", "--max-tokens", "12", "--temperature", "0", "--stats"],
+        subprocess_env,
+        stdin="Hello! I just arrived from the coast.\nDo you have a room for tonight?\n",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("Mira: ")]
+    assert len(lines) == 3  # the first message, then one reply per player line
+    assert all(len(line) > len("Mira: ") + 3 for line in lines[1:])
+    assert "experts/token" in result.stderr and "tok/s" in result.stderr
+
+
+def test_chat_with_an_unknown_persona_says_which_exist(subprocess_env):
+    result = _run(["chat", "--persona", "nobody"], subprocess_env)
+    assert result.returncode == 1
+    assert "unknown persona 'nobody'" in result.stderr and "mira" in result.stderr
+
+
+def test_bad_model_path_is_a_clear_error(subprocess_env, tmp_path):
+    result = _run(["models", "info", "--model", str(tmp_path / "missing")], subprocess_env)
+    assert result.returncode == 1
+    assert "does not exist" in result.stderr and "Traceback" not in result.stderr
