@@ -37,7 +37,11 @@ def measure_cold(variant: str) -> dict:
     """Builds the variant from the GGUF file in a scratch cache (its own process)."""
     from transformers import AutoModelForCausalLM
 
-    from companion.backbone.provision import build_dense_checkpoint, default_model_paths, prepare_default_model
+    from companion.backbone.provision import (
+        build_dense_checkpoint,
+        default_model_paths,
+        prepare_default_model,
+    )
 
     with tempfile.TemporaryDirectory() as scratch:
         started = time.perf_counter()
@@ -121,24 +125,19 @@ def main() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     if args.variant:
-        print(json.dumps(measure(args.variant, args.prefill_tokens, args.decode_tokens, args.repeats)))
+        if args.cold:
+            result = measure_cold(args.variant)
+        else:
+            result = measure(args.variant, args.prefill_tokens, args.decode_tokens, args.repeats)
+        print(json.dumps(result))
         return
     rows = []
+    cold_builds = {"dense": "dense", "moe": "moe-top2"}  # routing does not change the build
+    cold = {kind: _child([variant, "--cold"]) for kind, variant in cold_builds.items()}
     for variant in VARIANTS:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--variant",
-            variant,
-            "--prefill-tokens",
-            str(args.prefill_tokens),
-            "--decode-tokens",
-            str(args.decode_tokens),
-            "--repeats",
-            str(args.repeats),
-        ]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-        rows.append(json.loads(out.strip().splitlines()[-1]))
+        row = _child([variant, *_speed_args(args)])
+        row["cold_load_s"] = cold["dense" if variant == "dense" else "moe"]["cold_load_s"]
+        rows.append(row)
         print(f"measured {variant}", file=sys.stderr, flush=True)
     print(
         f"SmolLM2-135M-Instruct on {os.cpu_count()} CPU threads, fp32; prefill {args.prefill_tokens} tokens, "
