@@ -42,3 +42,19 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), env.get("PYTHONPATH")]))
     return env
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The real local sentence embedder (all-MiniLM-L6-v2 from its PyPI package)."""
+    from memory.embedding import MiniLMEmbedder
+
+    return MiniLMEmbedder()
+
+
+@pytest.fixture()
+def embedded_store(tmp_path, minilm):
+    """A real Chroma PersistentClient store in a fresh directory."""
+    from memory.store import ChromaMemoryStore
+
+    return ChromaMemoryStore.embedded(tmp_path / "chroma", minilm)

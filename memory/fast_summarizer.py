@@ -1,0 +1,112 @@
+"""The fast summarizer: a linear classifier over sentence embeddings, milliseconds per turn.
+
+Each player sentence is embedded (all-MiniLM-L6-v2), typed as one of the eight event
+types or "none" by a softmax layer trained by `training/train_fast_summarizer.py` on
+data built for this project, and rewritten as a third-person fact by rules. Its
+weights (about 14 kB) ship in `memory/weights/`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from memory.errors import SummarizerWeightsError
+from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
+from memory.protocols import Embedder
+from memory.rewrite import detect_slot, to_third_person
+
+WEIGHTS_PATH = Path(__file__).parent / "weights" / "fast_summarizer.npz"
+NONE = "none"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'])")
+# "I love spicy food, and I have a dog" holds two facts: split before a new first-person clause.
+_CLAUSE = re.compile(
+    r"(?:[,;]\s*(?:and|but|also|plus|though)?\s*|\s+(?:and|but|also|plus)\s+)(?=(?:I|I'm|I've|I'll|my|My)\s)"
+)
+_INTENSE = re.compile(
+    r"\b(really|very|so|terribl[ey]|awful|can't stand|hate|love|always|never|severe)\b", re.I
+)
+_FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'll|i'd|my|me|we|we're|our|us|mine|myself)\b", re.I)
+
+
+def split_sentences(text: str) -> list[str]:
+    """Splits a player's message into statements: sentences (. ! ? then a capital), and
+    clauses joined by "and", "but"... that start again with I or my."""
+    out = []
+    for sentence in _SENTENCE_END.split(text.strip()):
+        pieces = [p.strip(" ,;") for p in _CLAUSE.split(sentence)]
+        pieces = [p[:1].upper() + p[1:] for p in pieces if p]
+        out += [p if p[-1] in ".!?" else p + "." for p in pieces[:-1]] + pieces[-1:]
+    return out
+
+
+class FastSummarizer:
+    """Types each player sentence and rewrites it as a fact.
+
+    Args:
+        embedder: the same sentence embedder the weights were trained with.
+        weights_path: an .npz with `weight` (n_labels, dim), `bias` (n_labels,), `labels`.
+        min_confidence: below this probability a sentence is treated as chit-chat.
+    """
+
+    def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, min_confidence: float = 0.45):
+        path = weights_path or WEIGHTS_PATH
+        if not path.is_file():
+            raise SummarizerWeightsError(
+                f"fast summarizer weights not found at {path}; train them with "
+                "`python -m training.train_fast_summarizer`."
+            )
+        data = np.load(path, allow_pickle=False)
+        self.weight = data["weight"].astype(np.float32)  # (n_labels, dim)
+        self.bias = data["bias"].astype(np.float32)  # (n_labels,)
+        self.labels = [str(label) for label in data["labels"]]
+        if self.weight.shape[1] != embedder.dimension:
+            raise SummarizerWeightsError(
+                f"weights expect {self.weight.shape[1]}-d embeddings but the embedder gives {embedder.dimension}-d; "
+                "retrain them with this embedder."
+            )
+        self.embedder = embedder
+        self.min_confidence = min_confidence
+
+    def classify(self, sentences: Sequence[str]) -> list[tuple[str, float]]:
+        """(label, probability) per sentence; label is an event type or "none"."""
+        if not sentences:
+            return []
+        x = np.asarray(self.embedder.embed(list(sentences)), dtype=np.float32)  # (n, dim)
+        logits = x @ self.weight.T + self.bias  # (n, n_labels)
+        logits -= logits.max(axis=1, keepdims=True)
+        probs = np.exp(logits)
+        probs /= probs.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        out = []
+        for i, j in enumerate(best):
+            label, p = self.labels[j], float(probs[i, j])
+            out.append((label if p >= self.min_confidence else NONE, p))
+        return out
+
+    async def summarize(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
+        """Drafts from the player's sentences in `turns`; NPC lines and chit-chat give none."""
+        return self.summarize_sync(turns, npc_name=npc_name)
+
+    def summarize_sync(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
+        sentences = [s for t in turns if t.role == "player" for s in split_sentences(t.text)]
+        # A fact about the player is said about the player: no first person, no fact.
+        candidates = [s for s in sentences if _FIRST_PERSON.search(s) or s.lower().startswith("remember")]
+        drafts = []
+        for sentence, (label, _) in zip(candidates, self.classify(candidates), strict=True):
+            if label == NONE or sentence.endswith("?") and label != EventType.SHARED_HISTORY:
+                continue
+            event_type = EventType(label)
+            importance = min(10, DEFAULT_IMPORTANCE[event_type] + (1 if _INTENSE.search(sentence) else 0))
+            drafts.append(
+                EventDraft(
+                    type=event_type,
+                    content=to_third_person(sentence, npc_name),
+                    importance=importance,
+                    slot=detect_slot(label, sentence),
+                )
+            )
+        return drafts

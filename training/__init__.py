@@ -1,0 +1,1 @@
+"""Training scripts: data construction, SFT, DPO, router training, the fast summarizer."""
