@@ -6,6 +6,9 @@ Examples:
     companion models prepare                      # build the offline default MoE once
     companion models info                         # what is loaded: architecture, experts, routing
     companion models info --model ./my-checkpoint # any local transformers checkpoint
+    companion memory remember --player p1 --npc mira "I have a really sensitive stomach."
+    companion memory search --player p1 --npc mira "I've been craving hotpot"
+    companion memory list --player p1 | export --player p1 | forget --player p1 --yes
 
 Heavy libraries (torch, transformers) are imported inside the subcommands, so
 `companion --help` answers at once.
@@ -29,12 +32,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     from companion.errors import CompanionError
+    from memory.errors import MemoryLayerError
     from persona_adapters.errors import PersonaError
 
     _quiet_libraries()
     try:
         return args.handler(args)
-    except (CompanionError, PersonaError) as e:
+    except (CompanionError, PersonaError, MemoryLayerError) as e:
         print(f"companion: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -48,6 +52,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -102,6 +109,10 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arguments(info)
     info.set_defaults(handler=_cmd_models_info)
+
+    from companion.memory_cli import add_memory_commands
+
+    add_memory_commands(sub)
     return parser
 
 

@@ -68,3 +68,36 @@ def test_bad_model_path_is_a_clear_error(subprocess_env, tmp_path):
     result = _run(["models", "info", "--model", str(tmp_path / "missing")], subprocess_env)
     assert result.returncode == 1
     assert "does not exist" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["list", "search", "export", "remember", "forget"])
+def test_memory_commands_have_help_with_an_example(command, subprocess_env):
+    result = _run(["memory", command, "--help"], subprocess_env)
+    assert result.returncode == 0 and "Example: companion memory" in result.stdout
+
+
+def test_memory_commands_end_to_end(subprocess_env, tmp_path):
+    env = dict(subprocess_env, COMPANION_DATA_DIR=str(tmp_path))
+    told = _run(
+        [
+            "memory",
+            "remember",
+            "--player",
+            "p1",
+            "--npc",
+            "mira",
+            "I have a really sensitive stomach. I love spicy food.",
+        ],
+        env,
+    )
+    assert told.returncode == 0, told.stderr
+    assert "created    health" in told.stdout and "The player loves spicy food." in told.stdout
+    found = _run(["memory", "search", "--player", "p1", "--npc", "mira", "I've been craving hotpot"], env)
+    assert found.stdout.splitlines()[0].endswith("The player has a really sensitive stomach.")
+    exported = json.loads(_run(["memory", "export", "--player", "p1"], env).stdout)
+    assert len(exported["events"]) == 2
+    assert "2 events" in _run(["memory", "list", "--player", "p1"], env).stderr
+    refused = _run(["memory", "forget", "--player", "p1"], env)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert "deleted 2 events" in _run(["memory", "forget", "--player", "p1", "--yes"], env).stdout
+    assert _run(["memory", "list", "--player", "p1"], env).stdout == ""

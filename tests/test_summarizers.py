@@ -1,0 +1,175 @@
+"""Both summarizers: the fast default against the dev set, the generative one's JSON handling."""
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memory.errors import SummarizerWeightsError
+from memory.events import EVENT_TYPES, Turn
+from memory.fast_summarizer import NONE, FastSummarizer, split_sentences
+from memory.generative_summarizer import GenerativeSummarizer, drafts_from_json, repair_json
+from memory.rewrite import detect_slot, to_third_person
+from training.summarizer_data import build_dataset
+from training.train_fast_summarizer import LABELS, per_class_report
+
+DEV = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "data" / "memory_dev_set.jsonl").read_text().splitlines()
+]
+
+
+def predict(summarizer, text: str) -> str:
+    drafts = asyncio.run(summarizer.summarize([Turn(role="player", text=text)], npc_name="Mira"))
+    return str(drafts[0].type) if drafts else NONE
+
+
+def test_dev_set_is_large_labelled_and_disjoint_from_training_data():
+    assert len(DEV) >= 150
+    labels = {row["label"] for row in DEV}
+    assert labels == set(EVENT_TYPES) | {NONE}
+    training = {text for text, _ in build_dataset(400)}
+    assert not [row["text"] for row in DEV if row["text"] in training]
+
+
+def test_fast_summarizer_macro_f1_on_the_dev_set(minilm):
+    summarizer = FastSummarizer(minilm)
+    predicted = [predict(summarizer, row["text"]) for row in DEV]
+    report = per_class_report([row["label"] for row in DEV], predicted, LABELS)
+    assert report["macro_f1"]["f1"] >= 0.80, {k: round(v["f1"], 2) for k, v in report.items()}
+
+
+def test_chit_chat_gives_no_events(minilm):
+    summarizer = FastSummarizer(minilm)
+    for text in (
+        "Hello!",
+        "Thanks a lot, see you tomorrow.",
+        "What's on the menu tonight?",
+        "Haha, good one.",
+    ):
+        assert predict(summarizer, text) == NONE, text
+
+
+def test_npc_lines_are_not_facts_about_the_player(minilm):
+    turns = [Turn(role="npc", text="I have a terrible back, love."), Turn(role="player", text="Oh no!")]
+    assert asyncio.run(FastSummarizer(minilm).summarize(turns)) == []
+
+
+def test_one_message_with_two_facts_gives_two_events(minilm):
+    drafts = asyncio.run(
+        FastSummarizer(minilm).summarize(
+            [Turn(role="player", text="I'm allergic to peanuts. My sister Anna is getting married.")]
+        )
+    )
+    assert [(str(d.type), d.content) for d in drafts] == [
+        ("health", "The player is allergic to peanuts."),
+        ("relationship", "The player's sister Anna is getting married."),
+    ]
+    assert drafts[0].importance >= 8
+
+
+@pytest.mark.parametrize(
+    ("sentence", "fact"),
+    [
+        ("I love spicy food.", "The player loves spicy food."),
+        ("Honestly, I hate cilantro.", "The player hates cilantro."),
+        (
+            "I've been feeling lonely since I moved.",
+            "The player has been feeling lonely since the player moved.",
+        ),
+        ("I gave you a silver ring.", "The player gave Mira a silver ring."),
+        ("Remember when we fought off the wolves?", "The player and Mira fought off the wolves."),
+        ("I worry about my brother.", "The player worries about their brother."),
+        ("I'm a nurse.", "The player is a nurse."),
+        ("I don't eat meat.", "The player doesn't eat meat."),
+    ],
+)
+def test_third_person_rewrite(sentence, fact):
+    assert to_third_person(sentence, "Mira") == fact
+
+
+def test_slots_mark_facts_that_change():
+    assert detect_slot("personal_info", "I just moved to Berlin.") == "home"
+    assert detect_slot("personal_info", "I work as a nurse.") == "job"
+    assert detect_slot("preference", "I'm vegan now.") == "diet"
+    assert detect_slot("preference", "I love jazz.") is None
+
+
+def test_sentence_splitting_keeps_thoughts_whole():
+    assert split_sentences("I love spicy food, and I have a dog.") == ["I love spicy food.", "I have a dog."]
+    assert split_sentences("I think my knee hurts") == ["I think my knee hurts"]
+
+
+def test_missing_or_mismatched_weights_say_how_to_fix(minilm, tmp_path):
+    with pytest.raises(SummarizerWeightsError, match="train_fast_summarizer"):
+        FastSummarizer(minilm, weights_path=tmp_path / "none.npz")
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, weight=np.zeros((9, 10)), bias=np.zeros(9), labels=np.array(LABELS))
+    with pytest.raises(SummarizerWeightsError, match="retrain"):
+        FastSummarizer(minilm, weights_path=bad)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        '[{"type": "health", "content": "The player has asthma.", "importance": 8}]',
+        '```json\n[{"type": "health", "content": "The player has asthma.", "importance": 8},]\n```',
+        "Sure! [{'type': 'health', 'content': 'The player has asthma.', 'importance': '8'}]",
+        '[{"type": "Health", "content": "The player has asthma.", "importance": 8}',
+        'Here: {"type": "health", "content": "The player has asthma.", "importance": 8} and more text',
+    ],
+)
+def test_broken_model_json_is_repaired_and_validated(raw):
+    drafts = drafts_from_json(repair_json(raw))
+    assert [(str(d.type), d.content, d.importance) for d in drafts] == [
+        ("health", "The player has asthma.", 8)
+    ]
+
+
+def test_items_that_do_not_validate_are_dropped():
+    raw = '[{"type": "food", "importance": 2}, {"type": "plan", "content": ""}, {"type": "plan", "content": "The player has an exam.", "importance": 99}]'
+    assert [(str(d.type), d.importance) for d in drafts_from_json(repair_json(raw))] == [("plan", 10)]
+    assert repair_json("no json at all") is None
+
+
+class FakeScriptedGenerator:
+    """A TextGenerator that replies from a script and records what it was asked."""
+
+    def __init__(self, reply: str):
+        self.reply, self.calls = reply, []
+
+    async def complete(self, messages, *, adapter=None, max_new_tokens=256):
+        self.calls.append({"messages": list(messages), "adapter": adapter})
+        return self.reply
+
+
+def test_generative_summarizer_prompts_with_the_turns_and_uses_the_adapter():
+    fake = FakeScriptedGenerator(
+        '[{"type": "plan", "content": "The player has a driving test on Friday.", "importance": 7}]'
+    )
+    summarizer = GenerativeSummarizer(fake, adapter="summarizer-lora")
+    turns = [
+        Turn(role="npc", text="Busy week?"),
+        Turn(role="player", text="I have a driving test on Friday."),
+    ]
+    drafts = asyncio.run(summarizer.summarize(turns, npc_name="Mira"))
+    assert [str(d.type) for d in drafts] == ["plan"]
+    prompt = fake.calls[0]["messages"]
+    assert prompt[0]["role"] == "system" and all(t in prompt[0]["content"] for t in EVENT_TYPES)
+    assert prompt[-1]["content"] == "Mira: Busy week?\nPlayer: I have a driving test on Friday."
+    assert fake.calls[0]["adapter"] == "summarizer-lora"
+    assert asyncio.run(summarizer.summarize([Turn(role="npc", text="Hello")])) == []
+
+
+@pytest.mark.slow
+def test_generative_summarizer_on_the_default_backbone_returns_only_valid_events():
+    from companion.backbone import HFBackbone
+    from companion.text_generator import BackboneTextGenerator
+
+    backbone = HFBackbone.from_config()
+    summarizer = GenerativeSummarizer(BackboneTextGenerator(backbone), max_new_tokens=48)
+    drafts = asyncio.run(summarizer.summarize([Turn(role="player", text="I'm allergic to peanuts.")]))
+    backbone.close()
+    assert all(str(d.type) in EVENT_TYPES and 1 <= d.importance <= 10 for d in drafts)
