@@ -9,7 +9,7 @@ import pytest
 from memory.config import ForgettingPolicy, MemoryConfig, RetrievalWeights
 from memory.events import EventDraft, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
-from memory.store import ChromaMemoryStore, collection_name
+from memory.store import ChromaMemoryStore, collection_name, player_prefix
 
 
 def run(coro):
@@ -49,9 +49,9 @@ def test_isolation_between_players_with_overlapping_content(embedded_store):
         assert not any(other in s.event.content for s in found)
         listed = run(embedded_store.list(player_id=player))
         assert {e.player_id for e in listed} == {player}
-    # the isolation is structural: each player is a separate Chroma collection
+    # the isolation is structural: each player-NPC pair is a separate Chroma collection
     names = {c.name for c in embedded_store.client.list_collections()}
-    assert names == {collection_name("alice"), collection_name("bob")}
+    assert names == {collection_name("alice", "mira"), collection_name("bob", "mira")}
     assert run(embedded_store.search("asthma", player_id="carol", npc_id="mira")) == []
 
 
@@ -207,7 +207,7 @@ def test_hard_delete_leaves_nothing_searchable_or_on_disk(tmp_path, minilm):
     assert run(store.search(secret, player_id="victim", npc_id="mira")) == []
     assert run(store.list(player_id="victim")) == []
     assert _files_containing(tmp_path, secret) == []
-    assert _files_containing(tmp_path, collection_name("victim")) == []
+    assert _files_containing(tmp_path, player_prefix("victim")) == []
     assert len(run(store.list(player_id="other"))) == 1  # others untouched
     reopened = ChromaMemoryStore.embedded(tmp_path / "chroma", minilm)
     assert reopened.list_sync(player_id="victim") == [] and len(reopened.list_sync(player_id="other")) == 1

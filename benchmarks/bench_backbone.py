@@ -4,8 +4,8 @@ Prints one table for the default model: dense SmolLM2-135M-Instruct, the upcycle
 4-expert MoE with top-2 routing, and with dynamic top-p routing. Each variant runs in
 a fresh child process so that its peak RSS is its own.
 
-    .venv/bin/python benchmarks/backbone.py            # all variants
-    .venv/bin/python benchmarks/backbone.py --decode-tokens 32 --prefill-tokens 128
+    .venv/bin/python benchmarks/bench_backbone.py            # all variants
+    .venv/bin/python benchmarks/bench_backbone.py --decode-tokens 32 --prefill-tokens 128
 
 "cold" loads build from the GGUF file in a temporary cache, in a process of their own
 (dequantise and save, and for the MoE upcycle and save too); "cached" loads read the
