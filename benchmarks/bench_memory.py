@@ -41,7 +41,8 @@ def dev_set() -> list[tuple[str, str]]:
 
 def evaluate(name: str, summarize, rows) -> None:
     from memory.events import Turn
-    from training.train_fast_summarizer import LABELS, per_class_report
+    from training.linear_classifier import per_class_report
+    from training.train_fast_summarizer import LABELS
 
     predicted, started = [], time.perf_counter()
     for text, _ in rows:

@@ -27,16 +27,20 @@ def persona_system_prompt(persona: Persona) -> str:
     return "\n".join(parts)
 
 
-def build_messages(persona: Persona, history: Sequence[Message], user_text: str) -> list[dict[str, str]]:
-    """System prompt, then the conversation so far, then the player's new line.
+def build_messages(
+    persona: Persona, history: Sequence[Message], user_text: str, *, guidance: str = ""
+) -> list[dict[str, str]]:
+    """System prompt (with this turn's guidance), then the conversation so far, then the player's line.
 
     Args:
         persona: who answers.
         history: earlier turns, oldest first, roles "user" / "assistant" (the persona's
             first message, when shown, is the first assistant turn).
         user_text: what the player just said.
+        guidance: reflection's instructions for this turn (see companion.reflection.guidance).
     """
-    messages = [{"role": "system", "content": persona_system_prompt(persona)}]
+    system = persona_system_prompt(persona) + (f"\n\nFor this reply:\n{guidance}" if guidance else "")
+    messages = [{"role": "system", "content": system}]
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
     messages.append({"role": "user", "content": user_text})
     return messages

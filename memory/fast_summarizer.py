@@ -12,9 +12,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from memory.errors import SummarizerWeightsError
+from memory.classifier import EmbeddingClassifier
 from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
 from memory.protocols import Embedder
 from memory.rewrite import detect_slot, to_third_person
@@ -53,39 +51,18 @@ class FastSummarizer:
     """
 
     def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, min_confidence: float = 0.45):
-        path = weights_path or WEIGHTS_PATH
-        if not path.is_file():
-            raise SummarizerWeightsError(
-                f"fast summarizer weights not found at {path}; train them with "
-                "`python -m training.train_fast_summarizer`."
-            )
-        data = np.load(path, allow_pickle=False)
-        self.weight = data["weight"].astype(np.float32)  # (n_labels, dim)
-        self.bias = data["bias"].astype(np.float32)  # (n_labels,)
-        self.labels = [str(label) for label in data["labels"]]
-        if self.weight.shape[1] != embedder.dimension:
-            raise SummarizerWeightsError(
-                f"weights expect {self.weight.shape[1]}-d embeddings but the embedder gives {embedder.dimension}-d; "
-                "retrain them with this embedder."
-            )
+        self.classifier = EmbeddingClassifier(
+            embedder, weights_path or WEIGHTS_PATH, retrain_hint="python -m training.train_fast_summarizer"
+        )
         self.embedder = embedder
         self.min_confidence = min_confidence
 
     def classify(self, sentences: Sequence[str]) -> list[tuple[str, float]]:
-        """(label, probability) per sentence; label is an event type or "none"."""
-        if not sentences:
-            return []
-        x = np.asarray(self.embedder.embed(list(sentences)), dtype=np.float32)  # (n, dim)
-        logits = x @ self.weight.T + self.bias  # (n, n_labels)
-        logits -= logits.max(axis=1, keepdims=True)
-        probs = np.exp(logits)
-        probs /= probs.sum(axis=1, keepdims=True)
-        best = probs.argmax(axis=1)
-        out = []
-        for i, j in enumerate(best):
-            label, p = self.labels[j], float(probs[i, j])
-            out.append((label if p >= self.min_confidence else NONE, p))
-        return out
+        """(label, probability) per sentence; label is an event type, or "none" below `min_confidence`."""
+        return [
+            (label if p >= self.min_confidence else NONE, p)
+            for label, p in self.classifier.classify(sentences)
+        ]
 
     async def summarize(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
         """Drafts from the player's sentences in `turns`; NPC lines and chit-chat give none."""

@@ -31,7 +31,7 @@ TOPICS: tuple[Topic, ...] = (
             "I'm so hungry, give me your biggest meal.",
             "Do you have any dessert or cake?",
         ),
-        "food eating meal: stomach, digestion, diet, food allergy, intolerance",
+        "food eating meal: stomach, digestion, diet, vegetarian or vegan, food allergy, intolerance",
     ),
     Topic(
         "drink",
@@ -62,7 +62,7 @@ TOPICS: tuple[Topic, ...] = (
             "We should sail across the sea.",
             "I'm moving to another city.",
         ),
-        "travel trip flight: fear of flying, seasickness, travel plans, pets at home, family",
+        "travel trip flight: fear of flying, seasickness, travel plans, a pet left alone at home, family",
     ),
     Topic(
         "night",
@@ -109,6 +109,26 @@ TOPICS: tuple[Topic, ...] = (
             "I want to camp in the forest.",
         ),
         "outdoors weather: cold, allergies, hay fever, fear of water, swimming",
+    ),
+    Topic(
+        "worry",
+        (
+            "I'm so nervous.",
+            "I can't stop worrying about next week.",
+            "I'm scared I'll mess it up.",
+            "I'm stressed about what's coming.",
+        ),
+        "upcoming test, exam, interview, appointment, surgery, deadline, competition",
+    ),
+    Topic(
+        "sadness",
+        (
+            "I feel so alone.",
+            "I've been really down lately.",
+            "I miss them so much.",
+            "Nothing feels right anymore.",
+        ),
+        "loss, grief, breakup, death, lost job, moving away, loneliness, missing family",
     ),
     Topic(
         "celebration",

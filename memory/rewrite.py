@@ -40,8 +40,12 @@ _PRONOUNS = [
     (r"\byou've\b", "{npc} has"),
     (r"\byou\b", "{npc}"),
 ]
+_ADVERBS = (
+    r"just|really|also|always|never|still|already|finally|recently|actually|often|sometimes|usually|honestly"
+)
 _I_VERB = re.compile(
-    r"\bI(?P<contraction>'m|'ve|'ll|'d)?(?:\s+(?P<neg>am not|don't|haven't)|\s+(?P<verb>[a-z]+))?"
+    rf"\bI(?P<contraction>'m|'ve|'ll|'d)?(?P<adverb>\s+(?:{_ADVERBS}))?"
+    r"(?:\s+(?P<neg>am not|don't|haven't)|\s+(?P<verb>[a-z]+))?"
 )
 _LEADING_FILLER = re.compile(
     r"^(?:(?:well|oh|honestly|so|actually|you know|by the way|anyway|um|uh|haha|lol|hey)[,!.]?\s+"
@@ -78,14 +82,15 @@ def to_third_person(sentence: str, npc_name: str | None = None) -> str:
 
     def subject(match: re.Match) -> str:
         contraction, neg, verb = match.group("contraction"), match.group("neg"), match.group("verb")
+        adverb = match.group("adverb") or ""
         if contraction:
             rest = f" {verb}" if verb else (f" {neg}" if neg else "")
-            return "the player " + _IRREGULAR[contraction] + rest
+            return "the player " + _IRREGULAR[contraction] + adverb + rest
         if neg:
-            return "the player " + _IRREGULAR[neg]
+            return "the player" + adverb + " " + _IRREGULAR[neg]
         if verb:
-            return "the player " + _third_person_verb(verb)
-        return "the player"
+            return "the player" + adverb + " " + _third_person_verb(verb)
+        return "the player" + adverb
 
     text = _I_VERB.sub(subject, text)
     for pattern, replacement in _PRONOUNS:

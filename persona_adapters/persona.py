@@ -23,7 +23,8 @@ class Persona:
         scenario: where and when the conversation happens.
         first_message: the character's opening line.
         knowledge_domain: what the character knows about.
-        must_refuse: topics outside the character's world, refused in character.
+        must_refuse: things outside the character's world, refused in character; list concrete
+            items ("smartphones", "cars") rather than categories ("modern technology").
         adapter_path: a LoRA adapter giving the character its voice, or None.
     """
 

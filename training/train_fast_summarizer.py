@@ -17,48 +17,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 from memory.embedding import MiniLMEmbedder
 from memory.events import EVENT_TYPES
 from memory.fast_summarizer import NONE, WEIGHTS_PATH
+from training.linear_classifier import fit_and_save, per_class_report
 from training.summarizer_data import build_dataset
 
 LABELS = [*EVENT_TYPES, NONE]
 DEV_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "memory_dev_set.jsonl"
-
-
-def train_softmax(x: np.ndarray, y: np.ndarray, n_labels: int, *, l2: float, epochs: int, seed: int):
-    """Full-batch softmax regression; returns (weight (n_labels, dim), bias (n_labels,))."""
-    torch.manual_seed(seed)
-    features, targets = torch.from_numpy(x), torch.from_numpy(y)
-    layer = torch.nn.Linear(x.shape[1], n_labels)
-    optimizer = torch.optim.LBFGS(layer.parameters(), lr=0.5, max_iter=epochs, line_search_fn="strong_wolfe")
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(layer(features), targets) + l2 * layer.weight.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return layer.weight.detach().numpy(), layer.bias.detach().numpy()
-
-
-def per_class_report(gold: list[str], predicted: list[str], labels: list[str]) -> dict[str, dict[str, float]]:
-    """Precision, recall and F1 per label, plus "macro_f1"."""
-    report: dict[str, dict[str, float]] = {}
-    for label in labels:
-        tp = sum(g == p == label for g, p in zip(gold, predicted, strict=True))
-        n_pred = sum(p == label for p in predicted)
-        n_gold = sum(g == label for g in gold)
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_gold if n_gold else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        report[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
-    report["macro_f1"] = {"f1": float(np.mean([report[label]["f1"] for label in labels]))}
-    return report
 
 
 def load_dev_set(path: Path = DEV_SET) -> list[tuple[str, str]]:
@@ -82,14 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     rows = build_dataset(per_class, seed=args.seed)
     embedder = MiniLMEmbedder(cache_size=0)
-    x = np.asarray(embedder.embed([t for t, _ in rows]), dtype=np.float32)
-    y = np.asarray([LABELS.index(label) for _, label in rows], dtype=np.int64)
-    weight, bias = train_softmax(x, y, len(LABELS), l2=args.l2, epochs=args.epochs, seed=args.seed)
-    train_acc = float(((x @ weight.T + bias).argmax(1) == y).mean())
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        args.out, weight=weight.astype(np.float32), bias=bias.astype(np.float32), labels=np.array(LABELS)
-    )
+    train_acc = fit_and_save(rows, LABELS, embedder, args.out, l2=args.l2, epochs=args.epochs, seed=args.seed)
     print(
         f"trained on {len(rows)} sentences in {time.perf_counter() - started:.1f} s; train accuracy {train_acc:.3f}"
     )

@@ -1,0 +1,80 @@
+"""The memory writer: summarizes finished turns into events, off the reply's path.
+
+`InProcessMemoryWriter` is a queue and a worker task in this process; the server adds
+a Redis-backed writer with the same interface.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from memory.events import Turn
+from memory.store import ChromaMemoryStore, MemoryWrite
+
+log = logging.getLogger(__name__)
+
+
+class MemoryWriter(Protocol):
+    """Accepts turns to remember; `submit` never waits for the summarizer or the store."""
+
+    def submit(
+        self, turns: Sequence[Turn], *, player_id: str, npc_id: str, npc_name: str | None = None
+    ) -> None: ...
+
+    async def drain(self) -> None: ...
+
+
+class InProcessMemoryWriter:
+    """A background task that summarizes and stores submitted turns in order.
+
+    Args:
+        summarizer: turns -> event drafts.
+        store: where events go.
+    """
+
+    def __init__(self, summarizer, store: ChromaMemoryStore):
+        self.summarizer = summarizer
+        self.store = store
+        self.written: list[MemoryWrite] = []
+        self._queue: asyncio.Queue | None = None
+        self._worker: asyncio.Task | None = None
+
+    def submit(
+        self, turns: Sequence[Turn], *, player_id: str, npc_id: str, npc_name: str | None = None
+    ) -> None:
+        if self._queue is None:
+            self._queue = asyncio.Queue()
+            self._worker = asyncio.get_running_loop().create_task(self._run())
+        self._queue.put_nowait((list(turns), player_id, npc_id, npc_name))
+
+    async def drain(self) -> None:
+        """Waits until everything submitted so far is written."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def close(self) -> None:
+        await self.drain()
+        if self._worker is not None:
+            self._worker.cancel()
+            self._worker = None
+            self._queue = None
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        while True:
+            turns, player_id, npc_id, npc_name = await self._queue.get()
+            try:
+                drafts = await self.summarizer.summarize(turns, npc_name=npc_name)
+                self.written += await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
+            except Exception:  # a failed write must not kill the worker; it is logged with its turns
+                log.exception(
+                    "memory write failed for player %s, NPC %s, turns %s",
+                    player_id,
+                    npc_id,
+                    [t.id for t in turns],
+                )
+            finally:
+                self._queue.task_done()

@@ -1,0 +1,194 @@
+"""One turn, as in DESIGN §2: buffer + recall + reflection -> prompt -> stream -> post-check -> reply.
+
+`TurnPipeline.turn(...)` is an async iterator of `TurnEvent`s: "token" (a text delta),
+"restart" (the post-check rejected the draft; discard the streamed text, a corrected
+draft follows), then one "reply" with the final text and its metadata. The turn goes to
+the memory writer without waiting for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from companion.backbone.config import GenerationParams
+from companion.backbone.streaming import GenerationSummary
+from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
+from companion.memory_writer import MemoryWriter
+from companion.prompting import build_messages
+from companion.protocols import Generator
+from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
+from companion.reflection.postcheck import BREAKS_CHARACTER
+from memory.events import Turn
+from memory.store import ChromaMemoryStore
+from persona_adapters import Persona
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TurnResult:
+    """The final reply and what went into it (the `reply` message's metadata)."""
+
+    text: str
+    decision: Decision
+    checks: list[PostCheck]
+    regenerated: bool
+    memories_used: list[str]
+    player_turn_id: str
+    npc_turn_id: str
+    generation: GenerationSummary = field(default_factory=GenerationSummary)
+    reflection_ms: float = 0.0
+
+    @property
+    def strategy(self) -> str:
+        return self.decision.strategy
+
+    @property
+    def refused(self) -> bool:
+        return self.decision.refused
+
+    def metadata(self) -> dict:
+        return {
+            "strategy": self.decision.strategy,
+            "emotion": self.decision.emotion,
+            "memories_used": self.memories_used,
+            "refused": self.decision.refused,
+            "regenerated": self.regenerated,
+            "flags": [f.kind for check in self.checks for f in check.flags],
+            "reasons": self.decision.reasons,
+        }
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    kind: Literal["token", "restart", "reply"]
+    text: str = ""
+    attempt: int = 1
+    result: TurnResult | None = None
+
+
+class TurnPipeline:
+    """Runs turns for any player and NPC.
+
+    Args:
+        generator: the backbone.
+        store: the memory store.
+        reflector: reflection gates and post-checks.
+        buffer: short-term conversation buffer.
+        writer: background memory writer.
+        persona_of: npc id -> persona (raises UnknownPersonaError for an unknown id).
+        params: decoding settings.
+        history_turns: turns of context in the prompt.
+        recall_k: memories retrieved per turn.
+    """
+
+    def __init__(
+        self,
+        generator: Generator,
+        store: ChromaMemoryStore,
+        reflector: Reflector,
+        buffer: ShortTermBuffer,
+        writer: MemoryWriter,
+        persona_of: Callable[[str], Persona],
+        *,
+        params: GenerationParams | None = None,
+        history_turns: int = 8,
+        recall_k: int = 5,
+    ):
+        self.generator = generator
+        self.store = store
+        self.reflector = reflector
+        self.buffer = buffer
+        self.writer = writer
+        self.persona_of = persona_of
+        self.params = params or GenerationParams(max_new_tokens=96, temperature=0.7)
+        self.history_turns = history_turns
+        self.recall_k = recall_k
+
+    async def turn(
+        self, *, player_id: str, npc_id: str, text: str, game_time: str | None = None
+    ) -> AsyncIterator[TurnEvent]:
+        persona = self.persona_of(npc_id)
+        player_turn = Turn(role="player", text=text, game_time=game_time)
+        history = await self.buffer.recent(player_id=player_id, npc_id=npc_id, n=self.history_turns)
+        started = time.perf_counter()
+        recalled = await self.store.search(text, player_id=player_id, npc_id=npc_id, k=self.recall_k)
+        decision = self.reflector.before(
+            text, persona=persona, recalled=recalled, recent_mentions=turns_since_mentioned(history)
+        )
+        reflection_ms = 1000 * (time.perf_counter() - started)
+        known = await self.store.list(player_id=player_id, npc_id=npc_id)
+        player_lines = [b.turn.text for b in history if b.turn.role == "player"] + [text]
+        chat = [
+            {"role": "user" if b.turn.role == "player" else "assistant", "content": b.turn.text}
+            for b in history
+        ]
+        messages = build_messages(persona, chat, text, guidance=guidance(decision, persona))
+
+        checks: list[PostCheck] = []
+        summary = GenerationSummary()
+        draft = ""
+        for attempt in (1, 2):
+            if attempt == 2:
+                yield TurnEvent("restart", text=correction(checks[-1], persona), attempt=2)
+                messages = [
+                    {
+                        **messages[0],
+                        "content": messages[0]["content"] + "\n" + correction(checks[-1], persona),
+                    },
+                    *messages[1:],
+                ]
+            pieces: list[str] = []
+            summary = GenerationSummary()
+            async for delta in self.generator.stream(
+                messages, adapter=self._adapter(persona), params=self.params, summary=summary
+            ):
+                pieces.append(delta)
+                yield TurnEvent("token", text=delta, attempt=attempt)
+                if BREAKS_CHARACTER.search("".join(pieces)):
+                    break  # stop generating a draft that is already lost
+            draft = "".join(pieces).strip()
+            checks.append(
+                self.reflector.after(draft, decision=decision, known=known, player_lines=player_lines)
+            )
+            if checks[-1].ok:
+                break
+        final = (
+            _salvage(draft, persona) if any(f.kind == "breaks_character" for f in checks[-1].flags) else draft
+        )
+        ignored = {f.kind for f in checks[-1].flags} & {"ignored_recall"}
+        memories_used = [] if ignored else [c.event_id for c in decision.recall]
+        npc_turn = Turn(role="npc", text=final)
+        await self.buffer.append(BufferedTurn(turn=player_turn), player_id=player_id, npc_id=npc_id)
+        await self.buffer.append(
+            BufferedTurn(turn=npc_turn, memories_used=memories_used), player_id=player_id, npc_id=npc_id
+        )
+        self.writer.submit([player_turn, npc_turn], player_id=player_id, npc_id=npc_id, npc_name=persona.name)
+        result = TurnResult(
+            text=final,
+            decision=decision,
+            checks=checks,
+            regenerated=len(checks) > 1,
+            memories_used=memories_used,
+            player_turn_id=player_turn.id,
+            npc_turn_id=npc_turn.id,
+            generation=summary,
+            reflection_ms=reflection_ms,
+        )
+        yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
+
+    def _adapter(self, persona: Persona) -> str | None:
+        """The persona's adapter when the backbone has it loaded."""
+        adapters = getattr(self.generator, "adapters", None)
+        return persona.id if adapters is not None and persona.id in adapters.names() else None
+
+
+def _salvage(draft: str, persona: Persona) -> str:
+    """Drops sentences that break character from a draft that failed twice."""
+    kept = [s for s in re.split(r"(?<=[.!?])\s+", draft) if s and not BREAKS_CHARACTER.search(s)]
+    return " ".join(kept) or f"*{persona.name} pauses, lost in thought.* Sorry, where were we?"

@@ -1,0 +1,96 @@
+"""Proactive recall: which remembered fact is worth bringing up now, if any.
+
+value = relevance (to the line, or to what it implies) x type weight x novelty.
+Health, plans, feelings and people matter more than trivia; a memory brought up in the
+last few turns is not brought up again, so the NPC does not nag.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+from companion.reflection.decision import RecallChoice
+from memory.events import ScoredEvent
+
+TYPE_WEIGHT = {
+    "health": 1.0,
+    "plan": 0.95,
+    "emotion": 0.9,
+    "relationship": 0.85,
+    "life_event": 0.85,
+    "shared_history": 0.85,
+    "preference": 0.75,
+    "personal_info": 0.7,
+}
+
+
+ASKS_TO_REMEMBER = re.compile(
+    r"\b(do you remember|remember (when|what|where|that|my)|do you recall|did i (ever )?(tell|mention)|"
+    r"what did i (say|tell)|do you know (my|where i|what i|who i))\b",
+    re.IGNORECASE,
+)
+SUPPORT_TYPES = frozenset({"life_event", "emotion", "plan", "relationship", "health"})
+
+
+def novelty(turns_since_mentioned: int | None, cooldown_turns: int) -> float:
+    """1 for a memory not mentioned recently; 0 within the cooldown."""
+    if turns_since_mentioned is None or turns_since_mentioned >= cooldown_turns:
+        return 1.0
+    return 0.0
+
+
+def choose_recall(
+    recalled: Sequence[ScoredEvent],
+    recent_mentions: Mapping[str, int],
+    *,
+    threshold: float = 0.3,
+    second_threshold: float = 0.45,
+    cooldown_turns: int = 6,
+    supporting: bool = False,
+    asked_to_remember: bool = False,
+) -> list[RecallChoice]:
+    """At most two memories to bring up, best first.
+
+    Args:
+        recalled: what memory search returned for this line.
+        recent_mentions: event id -> turns since the NPC last brought it up.
+        threshold: the least value worth mentioning.
+        second_threshold: a second memory must clear this higher bar (and be of another type).
+        cooldown_turns: turns before a mentioned memory may come back.
+        supporting: the player is upset; what may explain it (a loss, a worry, a plan, a
+            person) is worth asking about at a lower bar (x0.7).
+        asked_to_remember: the player asks what the NPC remembers; the best match is
+            worth bringing up at half the bar.
+    """
+    scored = []
+    for hit in recalled:
+        event = hit.event
+        fresh = novelty(recent_mentions.get(event.id), cooldown_turns)
+        value = hit.parts.relevance * TYPE_WEIGHT.get(str(event.type), 0.5) * fresh
+        reason = f"{event.type} memory, relevance {hit.parts.relevance:.2f}" + (
+            "" if fresh else f", mentioned {recent_mentions[event.id]} turns ago"
+        )
+        scored.append((value, hit, reason))
+    scored.sort(key=lambda item: item[0], reverse=True)
+    chosen: list[RecallChoice] = []
+    for value, hit, reason in scored:
+        bar = threshold if not chosen else second_threshold
+        if supporting and str(hit.event.type) in SUPPORT_TYPES:
+            bar *= 0.7
+        if asked_to_remember:
+            bar *= 0.5
+        if value < bar or (chosen and chosen[0].type == str(hit.event.type)):
+            continue
+        chosen.append(
+            RecallChoice(
+                event_id=hit.event.id,
+                type=str(hit.event.type),
+                content=hit.event.content,
+                value=value,
+                reason=reason,
+            )
+        )
+        if len(chosen) == 2:
+            break
+    return chosen

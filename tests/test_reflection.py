@@ -1,0 +1,116 @@
+"""The reflection module: the decision layer on scripted scenarios, each gate, and the post-check."""
+
+import pytest
+
+from companion.reflection import Decision, RecallChoice, Reflector, correction, guidance
+from memory.events import MemoryEvent
+from memory.fast_summarizer import FastSummarizer
+from memory.store import ChromaMemoryStore
+from persona_adapters import get_persona
+from training.scenarios import load_scenarios, run_scenarios
+
+MIRA = get_persona("mira")
+
+
+@pytest.fixture(scope="module")
+def reflector(minilm):
+    return Reflector(minilm)
+
+
+def test_scenarios_cover_what_the_issue_asks():
+    scenarios = load_scenarios()
+    triggers = [t for s in scenarios for t in s["triggers"]]
+    assert len(scenarios) >= 30
+    recall_types = set()
+    for t in triggers:
+        kind = t.get("recall_type")
+        recall_types |= set(kind) if isinstance(kind, list) else {kind} if kind else set()
+    assert recall_types >= {"personal_info", "preference", "health", "relationship", "plan", "life_event", "emotion", "shared_history"}
+    assert {t["strategy"] for t in triggers} == {"answer", "support", "recall", "refuse"}
+    assert any(len(s["triggers"]) > 1 for s in scenarios)  # repeated triggers
+    assert any(len(s.get("sessions") or []) > 1 for s in scenarios)  # several sessions
+
+
+def test_decision_layer_gets_at_least_90_percent_of_scenarios_right(reflector, minilm, tmp_path):
+    store = ChromaMemoryStore.embedded(tmp_path, minilm)
+    results = run_scenarios(load_scenarios(), store, FastSummarizer(minilm), reflector)
+    wrong = [f"{r.scenario}: {r.text!r}: {'; '.join(r.problems)}" for r in results if not r.ok]
+    accuracy = 1 - len(wrong) / len(results)
+    assert accuracy >= 0.9, "\n".join(wrong)
+    again = run_scenarios(load_scenarios(), store, FastSummarizer(minilm), reflector)
+    assert [r.decision.strategy for r in again] == [r.decision.strategy for r in results]  # deterministic
+
+
+@pytest.mark.parametrize(
+    ("text", "out"),
+    [
+        ("What's the best smartphone to buy?", True),
+        ("Can you look it up on the internet?", True),
+        ("Which car should I drive?", True),
+        ("What's on the menu tonight?", False),
+        ("How are you today?", False),
+        ("I saw a train of wagons on the road.", False),  # not a question
+    ],
+)
+def test_knowledge_boundary(reflector, text, out):
+    assert reflector.boundary.check(text, MIRA).out_of_domain is out
+
+
+def test_emotion_is_a_trained_reading_not_keywords(reflector):
+    # none of these lines contains an emotion word
+    assert reflector.emotion.read("Nobody ever calls me anymore and the evenings are so long.").label == "sadness"
+    assert reflector.emotion.read("Tomorrow decides everything and I can't sleep.").label == "distress"
+    assert reflector.emotion.read("Could I get a bowl of stew?").label == "neutral"
+
+
+def _decision(**kwargs):
+    base = dict(strategy="answer", emotion="neutral", emotion_confidence=0.9, tone="warm")
+    return Decision(**(base | kwargs))
+
+
+def _event(content, **kwargs):
+    return MemoryEvent(**({"type": "health", "content": content, "importance": 8, "player_id": "p", "npc_id": "mira"} | kwargs))
+
+
+STOMACH = _event("The player has a really sensitive stomach.")
+RECALL = _decision(
+    strategy="recall",
+    recall=[RecallChoice(event_id=STOMACH.id, type="health", content=STOMACH.content, value=0.4, reason="test")],
+)
+
+
+@pytest.mark.parametrize(
+    ("draft", "kinds"),
+    [
+        ("As an AI language model, I cannot eat hotpot.", {"breaks_character", "ignored_recall"}),
+        ("Hotpot? Love, didn't you tell me your stomach is sensitive? Maybe something gentler.", set()),
+        ("Hotpot sounds lovely! You told me you used to be a famous pirate captain.", {"invented_memory", "ignored_recall"}),
+        ("Hotpot it is, I'll make it extra spicy for you!", {"ignored_recall"}),
+        ("Your stomach! " + "Mind it, love. " * 40, {"too_long"}),
+    ],
+)
+def test_post_check_flags(reflector, draft, kinds):
+    check = reflector.after(draft, decision=RECALL, known=[STOMACH])
+    assert {f.kind for f in check.flags} == kinds
+
+
+def test_post_check_catches_a_superseded_fact():
+    old = _event("The player lives in Paris.", type="personal_info", importance=6)
+    new = _event("The player moved to Berlin.", type="personal_info", importance=6, supersedes=old.id)
+    old = old.model_copy(update={"superseded_by": new.id})
+    from companion.reflection.postcheck import PostChecker
+    from memory.embedding import FakeHashEmbedder
+
+    checker = PostChecker(FakeHashEmbedder())
+    flags = checker.check("How is life in Paris these days?", decision=_decision(), known=[old, new]).flags
+    assert [f.kind for f in flags] == ["contradicts_memory"]
+    assert checker.check("How is Berlin treating you?", decision=_decision(), known=[old, new]).ok
+
+
+def test_guidance_speaks_to_the_player_and_correction_names_the_fix(reflector):
+    text = guidance(RECALL, MIRA)
+    assert "you have a really sensitive stomach" in text
+    refuse = guidance(_decision(strategy="refuse", refuse_topic="smartphones"), MIRA)
+    assert "smartphones" in refuse and "Mira" in refuse
+    fix = correction(reflector.after("As an AI, I can't.", decision=_decision(), known=[]), MIRA)
+    assert "not an AI" in fix
