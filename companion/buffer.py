@@ -6,7 +6,6 @@ same protocol.
 
 from __future__ import annotations
 
-import asyncio
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Protocol
@@ -41,7 +40,6 @@ class InProcessBuffer:
     def __init__(self, max_turns: int = 40):
         self.max_turns = max_turns
         self._turns: dict[tuple[str, str], deque[BufferedTurn]] = defaultdict(lambda: deque(maxlen=max_turns))
-        self._lock = asyncio.Lock()
 
     async def append(self, turn: BufferedTurn, *, player_id: str, npc_id: str) -> None:
         self._turns[(player_id, npc_id)].append(turn)

@@ -69,8 +69,9 @@ def _build_parser() -> argparse.ArgumentParser:
     chat = sub.add_parser(
         "chat",
         help="talk to a persona in the terminal, replies streamed",
-        description="Talk to a persona in the terminal. Type a line and press Enter; /quit or Ctrl-D ends.",
-        epilog="Example: companion chat --persona mira --max-tokens 80 --stats",
+        description="Talk to a persona in the terminal through the full turn pipeline (memory, reflection). "
+        "Type a line and press Enter; /quit or Ctrl-D ends. Memories persist in the data directory.",
+        epilog="Example: companion chat --persona mira --player p1 --meta",
     )
     chat.add_argument("--persona", default="mira", help="persona id (default: mira)")
     _add_model_arguments(chat)
@@ -78,8 +79,15 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default: 0.7)")
     chat.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     chat.add_argument(
-        "--stats", action="store_true", help="print tokens/s and experts per token after each reply"
+        "--stats", action="store_true", help="print tokens/s and reflection time after each reply"
     )
+    chat.add_argument(
+        "--meta", action="store_true", help="print each reply's metadata (strategy, emotion, memories)"
+    )
+    chat.add_argument(
+        "--player", default="local-player", help="whose memories to use (default: local-player)"
+    )
+    chat.add_argument("--data-dir", default=None, help="data directory (default: $COMPANION_DATA_DIR)")
     chat.set_defaults(handler=_cmd_chat)
 
     models = sub.add_parser(

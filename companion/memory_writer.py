@@ -41,31 +41,31 @@ class InProcessMemoryWriter:
         self.written: list[MemoryWrite] = []
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def submit(
         self, turns: Sequence[Turn], *, player_id: str, npc_id: str, npc_name: str | None = None
     ) -> None:
-        if self._queue is None:
-            self._queue = asyncio.Queue()
-            self._worker = asyncio.get_running_loop().create_task(self._run())
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # first use, or a new event loop (the old one took its worker with it)
+            self._loop, self._queue = loop, asyncio.Queue()
+            self._worker = loop.create_task(self._run(self._queue))
         self._queue.put_nowait((list(turns), player_id, npc_id, npc_name))
 
     async def drain(self) -> None:
-        """Waits until everything submitted so far is written."""
-        if self._queue is not None:
+        """Waits until everything submitted so far (in this event loop) is written."""
+        if self._queue is not None and self._loop is asyncio.get_running_loop():
             await self._queue.join()
 
     async def close(self) -> None:
         await self.drain()
         if self._worker is not None:
             self._worker.cancel()
-            self._worker = None
-            self._queue = None
+        self._worker = self._queue = self._loop = None
 
-    async def _run(self) -> None:
-        assert self._queue is not None
+    async def _run(self, queue: asyncio.Queue) -> None:
         while True:
-            turns, player_id, npc_id, npc_name = await self._queue.get()
+            turns, player_id, npc_id, npc_name = await queue.get()
             try:
                 drafts = await self.summarizer.summarize(turns, npc_name=npc_name)
                 self.written += await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
@@ -77,4 +77,4 @@ class InProcessMemoryWriter:
                     [t.id for t in turns],
                 )
             finally:
-                self._queue.task_done()
+                queue.task_done()

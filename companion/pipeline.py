@@ -22,6 +22,7 @@ from companion.memory_writer import MemoryWriter
 from companion.prompting import build_messages
 from companion.protocols import Generator
 from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
+from companion.reflection.guidance import recall_line, refusal_line
 from companion.reflection.postcheck import BREAKS_CHARACTER
 from memory.events import Turn
 from memory.store import ChromaMemoryStore
@@ -43,6 +44,7 @@ class TurnResult:
     npc_turn_id: str
     generation: GenerationSummary = field(default_factory=GenerationSummary)
     reflection_ms: float = 0.0
+    fallbacks: list[str] = field(default_factory=list)
 
     @property
     def strategy(self) -> str:
@@ -60,6 +62,7 @@ class TurnResult:
             "refused": self.decision.refused,
             "regenerated": self.regenerated,
             "flags": [f.kind for check in self.checks for f in check.flags],
+            "fallbacks": self.fallbacks,
             "reasons": self.decision.reasons,
         }
 
@@ -158,11 +161,10 @@ class TurnPipeline:
             )
             if checks[-1].ok:
                 break
-        final = (
-            _salvage(draft, persona) if any(f.kind == "breaks_character" for f in checks[-1].flags) else draft
+        final, fallbacks = _finalize(
+            draft, checks[-1], decision, persona, trim=summary.finish_reason == "length"
         )
-        ignored = {f.kind for f in checks[-1].flags} & {"ignored_recall"}
-        memories_used = [] if ignored else [c.event_id for c in decision.recall]
+        memories_used = [c.event_id for c in decision.recall]
         npc_turn = Turn(role="npc", text=final)
         await self.buffer.append(BufferedTurn(turn=player_turn), player_id=player_id, npc_id=npc_id)
         await self.buffer.append(
@@ -179,6 +181,7 @@ class TurnPipeline:
             npc_turn_id=npc_turn.id,
             generation=summary,
             reflection_ms=reflection_ms,
+            fallbacks=fallbacks,
         )
         yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
 
@@ -188,7 +191,27 @@ class TurnPipeline:
         return persona.id if adapters is not None and persona.id in adapters.names() else None
 
 
-def _salvage(draft: str, persona: Persona) -> str:
-    """Drops sentences that break character from a draft that failed twice."""
-    kept = [s for s in re.split(r"(?<=[.!?])\s+", draft) if s and not BREAKS_CHARACTER.search(s)]
-    return " ".join(kept) or f"*{persona.name} pauses, lost in thought.* Sorry, where were we?"
+def _finalize(
+    draft: str, check: PostCheck, decision: Decision, persona: Persona, *, trim: bool
+) -> tuple[str, list[str]]:
+    """The text the player sees, and the fallbacks used when the last draft still failed.
+
+    A small backbone may ignore guidance twice; the decision is kept anyway: an unfinished
+    last sentence is cut, sentences that break character are dropped, an out-of-world
+    explanation becomes an in-character refusal, and a left-out memory is asked about.
+    """
+    kinds = {f.kind for f in check.flags}
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
+    fallbacks = []
+    if trim and len(sentences) > 1 and sentences[-1][-1] not in ".!?\"'*":
+        sentences, fallbacks = sentences[:-1], ["trimmed_unfinished_sentence"]
+    if "breaks_character" in kinds:
+        sentences = [s for s in sentences if not BREAKS_CHARACTER.search(s)]
+        fallbacks.append("dropped_out_of_character")
+    if "answered_out_of_domain" in kinds:
+        return refusal_line(decision.refuse_topic, persona), [*fallbacks, "in_character_refusal"]
+    if "ignored_recall" in kinds and decision.recall:
+        sentences.append(recall_line(decision.recall[0].content))
+        fallbacks.append("recall_question")
+    text = " ".join(sentences)
+    return text or f"*{persona.name} pauses, lost in thought.* Sorry, where were we?", fallbacks

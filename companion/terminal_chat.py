@@ -1,15 +1,16 @@
-"""The terminal chat loop behind `companion chat`."""
+"""The terminal chat loop behind `companion chat`: the full turn pipeline, memories on disk."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 import time
 
-from companion.backbone import BackboneConfig, GenerationParams, HFBackbone, RoutingStats
-from companion.backbone.streaming import GenerationSummary
-from companion.prompting import build_messages
+from companion.assembly import Companion
+from companion.backbone import BackboneConfig, GenerationParams
+from companion.paths import default_data_dir
 from persona_adapters import get_persona
 
 QUIT = ("/quit", "/exit")
@@ -17,50 +18,57 @@ QUIT = ("/quit", "/exit")
 
 def run_terminal_chat(args: argparse.Namespace, config: BackboneConfig) -> int:
     """Reads player lines from stdin and streams the persona's replies to stdout until EOF or /quit."""
+    return asyncio.run(_chat(args, config))
+
+
+async def _chat(args: argparse.Namespace, config: BackboneConfig) -> int:
     persona = get_persona(args.persona)  # fail on a bad id before loading a model
     params = GenerationParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
-    interactive = sys.stdin.isatty()
     started = time.perf_counter()
-    backbone = HFBackbone.from_config(config)
+    companion = Companion.build(config, data_dir=args.data_dir or default_data_dir(), params=params)
+    known = await companion.store.list(player_id=args.player, npc_id=persona.id, include_superseded=False)
     _status(
-        f"[{persona.name} on {backbone.info()['architecture']}, loaded in {time.perf_counter() - started:.1f} s]"
+        f"[{persona.name} on {companion.backbone.info()['architecture']}, loaded in "
+        f"{time.perf_counter() - started:.1f} s; {len(known)} memories of {args.player}]"
     )
-    history: list[dict[str, str]] = []
     if persona.first_message:
         print(f"{persona.name}: {persona.first_message}", flush=True)
-        history.append({"role": "assistant", "content": persona.first_message})
+    loop = asyncio.get_running_loop()
     try:
         while True:
-            if interactive:
+            if sys.stdin.isatty():
                 print("you> ", end="", flush=True)
-            line = sys.stdin.readline()
+            line = await loop.run_in_executor(None, sys.stdin.readline)
             if not line or line.strip() in QUIT:
                 break
-            text = line.strip()
-            if not text:
-                continue
-            reply = asyncio.run(
-                _reply(backbone, build_messages(persona, history, text), persona.name, params, args)
-            )
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": reply}]
+            if line.strip():
+                await _reply(companion, persona.name, line.strip(), args)
     finally:
-        backbone.close()
+        await companion.close()
     return 0
 
 
-async def _reply(backbone: HFBackbone, messages, name: str, params: GenerationParams, args) -> str:
-    summary, routing = GenerationSummary(), RoutingStats()
+async def _reply(companion: Companion, name: str, text: str, args: argparse.Namespace) -> None:
     print(f"{name}: ", end="", flush=True)
-    pieces = []
-    async for delta in backbone.stream(messages, params=params, summary=summary, routing_stats=routing):
-        pieces.append(delta)
-        print(delta, end="", flush=True)
-    print(flush=True)
-    if args.stats:
-        rate = summary.n_generated_tokens / summary.seconds if summary.seconds else 0.0
-        experts = f", {routing.overall_mean():.2f} experts/token" if backbone.is_moe else ""
-        _status(f"[{summary.n_generated_tokens} tokens, {rate:.1f} tok/s, {summary.finish_reason}{experts}]")
-    return "".join(pieces).strip()
+    async for event in companion.pipeline.turn(player_id=args.player, npc_id=args.persona, text=text):
+        if event.kind == "token":
+            print(event.text, end="", flush=True)
+        elif event.kind == "restart":
+            print(flush=True)
+            _status(f"[draft rejected, regenerating: {event.text}]")
+            print(f"{name}: ", end="", flush=True)
+        else:
+            print(flush=True)
+            result = event.result
+            if args.meta:
+                _status("[" + json.dumps(result.metadata()) + "]")
+            if args.stats:
+                g = result.generation
+                rate = g.n_generated_tokens / g.seconds if g.seconds else 0.0
+                _status(
+                    f"[{g.n_generated_tokens} tokens, {rate:.1f} tok/s, {g.finish_reason}; "
+                    f"reflection {result.reflection_ms:.0f} ms]"
+                )
 
 
 def _status(text: str) -> None:

@@ -461,6 +461,10 @@ class ChromaMemoryStore:
         events = sorted((_event_of(m) for m in found["metadatas"]), key=lambda e: e.updated_at)
         return events[-1] if events else None
 
+    def warm(self) -> None:
+        """Embeds the implication topics now, not on the first search."""
+        self._implied_concerns(np.zeros(self.embedder.dimension, dtype=np.float32))
+
     def _implied_concerns(self, query_vector: np.ndarray) -> list[np.ndarray]:
         """Concern vectors of the topics the query is close to (see memory.implications)."""
         if self._topic_vectors is None:

@@ -25,7 +25,16 @@ def test_scenarios_cover_what_the_issue_asks():
     for t in triggers:
         kind = t.get("recall_type")
         recall_types |= set(kind) if isinstance(kind, list) else {kind} if kind else set()
-    assert recall_types >= {"personal_info", "preference", "health", "relationship", "plan", "life_event", "emotion", "shared_history"}
+    assert recall_types >= {
+        "personal_info",
+        "preference",
+        "health",
+        "relationship",
+        "plan",
+        "life_event",
+        "emotion",
+        "shared_history",
+    }
     assert {t["strategy"] for t in triggers} == {"answer", "support", "recall", "refuse"}
     assert any(len(s["triggers"]) > 1 for s in scenarios)  # repeated triggers
     assert any(len(s.get("sessions") or []) > 1 for s in scenarios)  # several sessions
@@ -58,7 +67,10 @@ def test_knowledge_boundary(reflector, text, out):
 
 def test_emotion_is_a_trained_reading_not_keywords(reflector):
     # none of these lines contains an emotion word
-    assert reflector.emotion.read("Nobody ever calls me anymore and the evenings are so long.").label == "sadness"
+    assert (
+        reflector.emotion.read("Nobody ever calls me anymore and the evenings are so long.").label
+        == "sadness"
+    )
     assert reflector.emotion.read("Tomorrow decides everything and I can't sleep.").label == "distress"
     assert reflector.emotion.read("Could I get a bowl of stew?").label == "neutral"
 
@@ -69,13 +81,20 @@ def _decision(**kwargs):
 
 
 def _event(content, **kwargs):
-    return MemoryEvent(**({"type": "health", "content": content, "importance": 8, "player_id": "p", "npc_id": "mira"} | kwargs))
+    return MemoryEvent(
+        **(
+            {"type": "health", "content": content, "importance": 8, "player_id": "p", "npc_id": "mira"}
+            | kwargs
+        )
+    )
 
 
 STOMACH = _event("The player has a really sensitive stomach.")
 RECALL = _decision(
     strategy="recall",
-    recall=[RecallChoice(event_id=STOMACH.id, type="health", content=STOMACH.content, value=0.4, reason="test")],
+    recall=[
+        RecallChoice(event_id=STOMACH.id, type="health", content=STOMACH.content, value=0.4, reason="test")
+    ],
 )
 
 
@@ -84,7 +103,10 @@ RECALL = _decision(
     [
         ("As an AI language model, I cannot eat hotpot.", {"breaks_character", "ignored_recall"}),
         ("Hotpot? Love, didn't you tell me your stomach is sensitive? Maybe something gentler.", set()),
-        ("Hotpot sounds lovely! You told me you used to be a famous pirate captain.", {"invented_memory", "ignored_recall"}),
+        (
+            "Hotpot sounds lovely! You told me you used to be a famous pirate captain.",
+            {"invented_memory", "ignored_recall"},
+        ),
         ("Hotpot it is, I'll make it extra spicy for you!", {"ignored_recall"}),
         ("Your stomach! " + "Mind it, love. " * 40, {"too_long"}),
     ],

@@ -7,7 +7,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Strategy = Literal["answer", "support", "recall", "refuse"]
-FlagKind = Literal["breaks_character", "invented_memory", "contradicts_memory", "ignored_recall", "too_long"]
+FlagKind = Literal[
+    "breaks_character",
+    "invented_memory",
+    "contradicts_memory",
+    "ignored_recall",
+    "answered_out_of_domain",
+    "too_long",
+]
 
 
 class RecallChoice(BaseModel):

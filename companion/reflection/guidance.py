@@ -52,6 +52,18 @@ def correction(check: PostCheck, persona: Persona) -> str:
         "contradicts_memory": "Use what the player told you most recently; do not repeat outdated facts.",
         "ignored_recall": "Bring up the remembered fact named above.",
         "too_long": "Answer in at most three short sentences.",
+        "answered_out_of_domain": f"{persona.name} does not know that thing: say you have never heard of it.",
     }
     kinds = dict.fromkeys(flag.kind for flag in check.flags)
     return "Your previous answer was rejected. " + " ".join(fixes[k] for k in kinds)
+
+
+def recall_line(content: str) -> str:
+    """An in-character question that brings a memory up, for a draft that left it out twice."""
+    return f"Didn't you tell me {_you(content)}?"
+
+
+def refusal_line(topic: str | None, persona: Persona) -> str:
+    """An in-character refusal, for a draft that explained an out-of-world thing twice."""
+    thing = topic.split(",")[0].strip() if topic else "that"
+    return f"{thing[:1].upper() + thing[1:]}? Never heard of such a thing, I'm afraid. Ask {persona.name} about something from around here."

@@ -28,6 +28,11 @@ MEMORY_CLAIM = re.compile(
     r"i remember (you|that you|when you)|last time you|you once said)\b(?P<claim>[^.!?]*)",
     re.IGNORECASE,
 )
+NOT_KNOWING = re.compile(
+    r"\b(never heard|haven't heard|have not heard|don't know|do not know|no idea|not sure what|what'?s (a|an|that)|"
+    r"what is (a|an|that)|strange (word|thing|name)|can't say i know|never seen|not from around)\b",
+    re.IGNORECASE,
+)
 _NEGATION = re.compile(r"\b(not|no|never|n't|don't|doesn't|isn't|aren't|can't|cannot|won't|without)\b", re.I)
 _STOP = frozenset(
     "the a an and or but of to in on at for with about from that this it is are was were be been has have had "
@@ -86,6 +91,10 @@ class PostChecker:
         flags += self._invented(draft, known, player_lines)
         flags += self._contradictions(draft, known)
         flags += self._ignored_recall(draft, decision)
+        if decision.refused and not NOT_KNOWING.search(draft):
+            flags.append(
+                Flag(kind="answered_out_of_domain", detail=f"does not refuse {decision.refuse_topic!r}")
+            )
         if len(draft.split()) > self.max_words:
             flags.append(Flag(kind="too_long", detail=f"{len(draft.split())} words, limit {self.max_words}"))
         return PostCheck(flags=flags)

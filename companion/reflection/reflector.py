@@ -46,6 +46,11 @@ class Reflector:
         self.boundary = KnowledgeBoundary(embedder)
         self.post = PostChecker(embedder, max_words=self.config.max_words)
 
+    def warm(self, personas) -> None:
+        """Embeds each persona's boundary prototypes now, not on the first player's turn."""
+        for persona in personas:
+            self.boundary.check("What is this?", persona)
+
     def before(
         self,
         text: str,

@@ -1,0 +1,64 @@
+"""Builds the whole turn pipeline from its parts: one place, used by the CLI and the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from companion.backbone import BackboneConfig, GenerationParams, HFBackbone
+from companion.buffer import InProcessBuffer, ShortTermBuffer
+from companion.memory_writer import InProcessMemoryWriter, MemoryWriter
+from companion.pipeline import TurnPipeline
+from companion.reflection import Reflector
+from memory.embedding import MiniLMEmbedder
+from memory.fast_summarizer import FastSummarizer
+from memory.store import ChromaMemoryStore
+from persona_adapters import get_persona
+
+
+@dataclass
+class Companion:
+    """The loaded parts and the pipeline that joins them."""
+
+    backbone: HFBackbone
+    store: ChromaMemoryStore
+    buffer: ShortTermBuffer
+    writer: MemoryWriter
+    pipeline: TurnPipeline
+
+    @classmethod
+    def build(
+        cls,
+        backbone_config: BackboneConfig | None = None,
+        *,
+        data_dir: str | Path,
+        chroma_url: str | None = None,
+        params: GenerationParams | None = None,
+        buffer: ShortTermBuffer | None = None,
+    ) -> Companion:
+        """Loads the backbone and the embedder, opens the memory store, wires the pipeline.
+
+        Args:
+            backbone_config: which model; the offline default when None.
+            data_dir: where the embedded memory store lives (its memory/ folder).
+            chroma_url: a Chroma server instead of the embedded store.
+            params: decoding settings for replies.
+            buffer: a short-term buffer; in-process when None.
+        """
+        embedder = MiniLMEmbedder()
+        store = (
+            ChromaMemoryStore.remote(chroma_url, embedder)
+            if chroma_url
+            else ChromaMemoryStore.embedded(Path(data_dir) / "memory", embedder)
+        )
+        backbone = HFBackbone.from_config(backbone_config)
+        buffer = buffer or InProcessBuffer()
+        writer = InProcessMemoryWriter(FastSummarizer(embedder), store)
+        pipeline = TurnPipeline(
+            backbone, store, Reflector(embedder), buffer, writer, get_persona, params=params
+        )
+        return cls(backbone=backbone, store=store, buffer=buffer, writer=writer, pipeline=pipeline)
+
+    async def close(self) -> None:
+        await self.writer.drain()
+        self.backbone.close()

@@ -1,0 +1,187 @@
+"""The turn pipeline (DESIGN §2) with real Chroma, the real embedder and reflection."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+
+from companion.backbone.streaming import GenerationSummary
+from companion.buffer import InProcessBuffer
+from companion.memory_writer import InProcessMemoryWriter
+from companion.pipeline import TurnPipeline
+from companion.reflection import Reflector
+from memory.events import Turn, utcnow
+from memory.fast_summarizer import FastSummarizer
+from memory.store import ChromaMemoryStore
+from persona_adapters import get_persona
+from persona_adapters.errors import UnknownPersonaError
+
+
+class FakeScriptedGenerator:
+    """A Generator that streams scripted drafts word by word and records its prompts."""
+
+    def __init__(self, *drafts: str, then=None):
+        self.drafts, self.then, self.prompts = list(drafts), then, []
+
+    async def stream(self, prompt, *, adapter=None, params=None, summary=None):
+        self.prompts.append(prompt)
+        if not self.drafts and self.then is not None:
+            async for delta in self.then.stream(prompt, adapter=adapter, params=params, summary=summary):
+                yield delta
+            return
+        draft = self.drafts.pop(0) if self.drafts else "Aye, love."
+        summary = summary if summary is not None else GenerationSummary()
+        for i, word in enumerate(draft.split(" ")):
+            summary.n_generated_tokens += 1
+            yield word if i == 0 else " " + word
+
+
+@pytest.fixture()
+def parts(minilm, tmp_path):
+    store = ChromaMemoryStore.embedded(tmp_path, minilm)
+    writer = InProcessMemoryWriter(FastSummarizer(minilm), store)
+    return store, writer, InProcessBuffer(), Reflector(minilm)
+
+
+def _pipeline(generator, parts):
+    store, writer, buffer, reflector = parts
+    return TurnPipeline(generator, store, reflector, buffer, writer, get_persona)
+
+
+def _turn(pipeline, text, player="p1", npc="mira"):
+    async def run():
+        events = [e async for e in pipeline.turn(player_id=player, npc_id=npc, text=text)]
+        await pipeline.writer.drain()
+        return events
+
+    return asyncio.run(run())
+
+
+def _seed(store, text, days_ago, player="p1", minilm=None):
+    turn = Turn(role="player", text=text, at=utcnow() - timedelta(days=days_ago))
+    drafts = asyncio.run(FastSummarizer(store.embedder).summarize([turn]))
+    store.add_sync(drafts, player_id=player, npc_id="mira", turns=[turn])
+
+
+def test_a_turn_streams_tokens_then_a_reply_with_metadata_and_writes_memory(parts):
+    pipeline = _pipeline(FakeScriptedGenerator("Welcome, love! Sit by the fire."), parts)
+    events = _turn(pipeline, "Hi! I work as a night nurse, I'm exhausted.")
+    kinds = [e.kind for e in events]
+    assert kinds[-1] == "reply" and set(kinds[:-1]) == {"token"} and len(kinds) > 3
+    assert "".join(e.text for e in events[:-1]) == events[-1].text == "Welcome, love! Sit by the fire."
+    meta = events[-1].result.metadata()
+    assert set(meta) >= {"strategy", "emotion", "memories_used", "refused", "regenerated"}
+    assert meta["regenerated"] is False
+    store = parts[0]
+    facts = [e.content for e in store.list_sync(player_id="p1", npc_id="mira")]
+    assert any("nurse" in f for f in facts)  # written by the background writer
+    history = asyncio.run(parts[2].recent(player_id="p1", npc_id="mira", n=10))
+    assert [b.turn.role for b in history] == ["player", "npc"]
+
+
+def test_an_as_an_ai_draft_is_caught_and_regenerated(parts):
+    generator = FakeScriptedGenerator(
+        "As an AI language model I cannot serve food.", "Stew's on the fire, love."
+    )
+    events = _turn(_pipeline(generator, parts), "What's cooking tonight?")
+    assert [e.kind for e in events].count("restart") == 1
+    result = events[-1].result
+    assert result.regenerated and result.text == "Stew's on the fire, love."
+    assert [f.kind for f in result.checks[0].flags] == ["breaks_character"]
+    assert "not an AI" in generator.prompts[1][0]["content"]  # the correction reached the retry
+    # the bad draft was cut off as soon as it broke character
+    first_attempt = "".join(e.text for e in events if e.kind == "token" and e.attempt == 1)
+    assert first_attempt.endswith("AI")
+
+
+def test_a_draft_failing_twice_is_salvaged_in_character(parts):
+    generator = FakeScriptedGenerator("As an AI I can't.", "As an AI, no. But the stew is hot.")
+    result = _turn(_pipeline(generator, parts), "Hungry!")[-1].result
+    assert "AI" not in result.text and result.text
+
+
+def test_hotpot_recall_reaches_the_prompt_and_cools_down(parts):
+    store = parts[0]
+    _seed(store, "I have a really sensitive stomach.", 7)
+    _seed(store, "I love spicy food.", 7)
+    generator = FakeScriptedGenerator(
+        "Hotpot? Didn't you say your stomach is sensitive, love?",
+        "Dumplings, then - gentle ones for your stomach.",
+    )
+    pipeline = _pipeline(generator, parts)
+    first = _turn(pipeline, "I've been craving hotpot lately.")[-1].result
+    assert first.strategy == "recall" and first.decision.recall[0].type == "health"
+    assert first.memories_used == [first.decision.recall[0].event_id]
+    assert "sensitive stomach" in generator.prompts[0][0]["content"]
+    second = _turn(pipeline, "Maybe some spicy dumplings then?")[-1].result
+    health_id = first.decision.recall[0].event_id
+    assert health_id not in [c.event_id for c in second.decision.recall]  # not nagging about it again
+
+
+def test_out_of_domain_question_is_refused_in_the_metadata(parts):
+    generator = FakeScriptedGenerator("A smart-what? Never heard of such a thing, love.")
+    result = _turn(_pipeline(generator, parts), "What's the best smartphone to buy?")[-1].result
+    assert result.refused and result.metadata()["refused"] is True
+    assert "smartphone" in generator.prompts[0][0]["content"]
+
+
+def test_unknown_persona_is_a_clear_error(parts):
+    with pytest.raises(UnknownPersonaError, match="unknown persona 'ghost'"):
+        _turn(_pipeline(FakeScriptedGenerator(), parts), "hi", npc="ghost")
+
+
+@pytest.mark.slow
+def test_real_backbone_end_to_end(parts):
+    """The default backbone streams an in-character reply; hotpot recalls the health event;
+    an 'as an AI' first draft is caught and the backbone's regeneration is used."""
+    from companion.backbone import GenerationParams, HFBackbone
+
+    backbone = HFBackbone.from_config()
+    store = parts[0]
+    _seed(store, "I have a really sensitive stomach.", 7)
+    _seed(store, "I have a dog named Rex.", 7)
+    pipeline = _pipeline(backbone, parts)
+    pipeline.params = GenerationParams(max_new_tokens=40, temperature=0, repetition_penalty=1.1)
+    events = _turn(pipeline, "I've been craving hotpot lately.")
+    result = events[-1].result
+    assert sum(e.kind == "token" for e in events) >= 3
+    assert result.text and result.decision.recall[0].type == "health"
+    assert result.decision.recall[0].content == "The player has a really sensitive stomach."
+    assert not any(f.kind == "breaks_character" for f in result.checks[-1].flags)
+
+    scripted = FakeScriptedGenerator("As an AI language model, I do not eat food.", then=backbone)
+    pipeline.generator = scripted
+    events = _turn(pipeline, "What do you like to eat, Mira?")
+    result = events[-1].result
+    assert result.regenerated and "restart" in [e.kind for e in events]
+    assert result.checks[0].flags[0].kind == "breaks_character"
+    assert result.text and "as an ai" not in result.text.lower()
+    assert len(scripted.prompts) == 2  # the retry went to the real backbone
+    backbone.close()
+
+
+def test_a_small_model_ignoring_guidance_twice_still_keeps_the_decision(parts):
+    store = parts[0]
+    _seed(store, "I have a really sensitive stomach.", 7)
+    generator = FakeScriptedGenerator("Hotpot is lovely!", "Hotpot, coming right up!")
+    result = _turn(_pipeline(generator, parts), "I've been craving hotpot lately.")[-1].result
+    assert result.regenerated and "recall_question" in result.fallbacks
+    assert result.text == "Hotpot, coming right up! Didn't you tell me you have a really sensitive stomach?"
+
+    generator = FakeScriptedGenerator("The Galaxy phone is best.", "Buy the newest phone with a good camera.")
+    result = _turn(_pipeline(generator, parts), "What's the best smartphone to buy?")[-1].result
+    assert result.refused and "in_character_refusal" in result.fallbacks
+    assert result.text.startswith("Smartphones? Never heard of such a thing")
+
+
+def test_an_unfinished_last_sentence_is_trimmed_when_the_token_limit_cut_it(parts):
+    class CutOff(FakeScriptedGenerator):
+        async def stream(self, prompt, *, adapter=None, params=None, summary=None):
+            async for delta in super().stream(prompt, adapter=adapter, params=params, summary=summary):
+                yield delta
+            summary.finish_reason = "length"
+
+    result = _turn(
+        _pipeline(CutOff("The stew is warm. Sit down and let me tell you about the"), parts), "Evening!"
+    )[-1].result
+    assert result.text == "The stew is warm." and "trimmed_unfinished_sentence" in result.fallbacks
