@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from companion.backbone.config import GenerationParams
+from companion.backbone.routing import RoutingStats
 from companion.backbone.streaming import GenerationSummary
 from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
 from companion.memory_writer import MemoryWriter
@@ -43,6 +44,7 @@ class TurnResult:
     player_turn_id: str
     npc_turn_id: str
     generation: GenerationSummary = field(default_factory=GenerationSummary)
+    routing: RoutingStats = field(default_factory=RoutingStats)
     reflection_ms: float = 0.0
     fallbacks: list[str] = field(default_factory=list)
 
@@ -134,7 +136,7 @@ class TurnPipeline:
         messages = build_messages(persona, chat, text, guidance=guidance(decision, persona))
 
         checks: list[PostCheck] = []
-        summary = GenerationSummary()
+        summary, routing = GenerationSummary(), RoutingStats()
         draft = ""
         for attempt in (1, 2):
             if attempt == 2:
@@ -147,9 +149,13 @@ class TurnPipeline:
                     *messages[1:],
                 ]
             pieces: list[str] = []
-            summary = GenerationSummary()
+            summary, routing = GenerationSummary(), RoutingStats()
             async for delta in self.generator.stream(
-                messages, adapter=self._adapter(persona), params=self.params, summary=summary
+                messages,
+                adapter=self._adapter(persona),
+                params=self.params,
+                summary=summary,
+                routing_stats=routing,
             ):
                 pieces.append(delta)
                 yield TurnEvent("token", text=delta, attempt=attempt)
@@ -180,6 +186,7 @@ class TurnPipeline:
             player_turn_id=player_turn.id,
             npc_turn_id=npc_turn.id,
             generation=summary,
+            routing=routing,
             reflection_ms=reflection_ms,
             fallbacks=fallbacks,
         )

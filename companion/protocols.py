@@ -6,13 +6,15 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
 from companion.backbone.config import GenerationParams
+from companion.backbone.routing import RoutingStats
 from companion.backbone.streaming import GenerationSummary
 
 
 class Generator(Protocol):
     """Streams a reply as text deltas, with a persona's adapter active (None: the bare backbone).
 
-    `HFBackbone` is one; stopping iteration stops the generation.
+    `HFBackbone` is one; stopping iteration stops the generation. `summary` and
+    `routing_stats` (experts per token, for MoE backbones) are filled as it runs.
     """
 
     def stream(
@@ -22,4 +24,5 @@ class Generator(Protocol):
         adapter: str | None = None,
         params: GenerationParams | None = None,
         summary: GenerationSummary | None = None,
+        routing_stats: RoutingStats | None = None,
     ) -> AsyncIterator[str]: ...

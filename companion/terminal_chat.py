@@ -65,8 +65,11 @@ async def _reply(companion: Companion, name: str, text: str, args: argparse.Name
             if args.stats:
                 g = result.generation
                 rate = g.n_generated_tokens / g.seconds if g.seconds else 0.0
+                experts = (
+                    f", {result.routing.overall_mean():.2f} experts/token" if result.routing.tokens else ""
+                )
                 _status(
-                    f"[{g.n_generated_tokens} tokens, {rate:.1f} tok/s, {g.finish_reason}; "
+                    f"[{g.n_generated_tokens} tokens, {rate:.1f} tok/s, {g.finish_reason}{experts}; "
                     f"reflection {result.reflection_ms:.0f} ms]"
                 )
 

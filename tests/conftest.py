@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,8 @@ from companion_netguard import install as install_netguard  # noqa: E402
 
 install_netguard()
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tests never touch the user's memories: data goes to a directory of this run (children inherit it).
+os.environ["COMPANION_DATA_DIR"] = tempfile.mkdtemp(prefix="companion-test-data-")
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ class FakeScriptedGenerator:
     def __init__(self, *drafts: str, then=None):
         self.drafts, self.then, self.prompts = list(drafts), then, []
 
-    async def stream(self, prompt, *, adapter=None, params=None, summary=None):
+    async def stream(self, prompt, *, adapter=None, params=None, summary=None, routing_stats=None):
         self.prompts.append(prompt)
         if not self.drafts and self.then is not None:
             async for delta in self.then.stream(prompt, adapter=adapter, params=params, summary=summary):
@@ -176,7 +176,7 @@ def test_a_small_model_ignoring_guidance_twice_still_keeps_the_decision(parts):
 
 def test_an_unfinished_last_sentence_is_trimmed_when_the_token_limit_cut_it(parts):
     class CutOff(FakeScriptedGenerator):
-        async def stream(self, prompt, *, adapter=None, params=None, summary=None):
+        async def stream(self, prompt, *, adapter=None, params=None, summary=None, routing_stats=None):
             async for delta in super().stream(prompt, adapter=adapter, params=params, summary=summary):
                 yield delta
             summary.finish_reason = "length"
