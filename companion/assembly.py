@@ -13,7 +13,7 @@ from companion.reflection import Reflector
 from memory.embedding import MiniLMEmbedder
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
-from persona_adapters import get_persona
+from persona_adapters import PersonaRegistry
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Companion:
     buffer: ShortTermBuffer
     writer: MemoryWriter
     pipeline: TurnPipeline
+    personas: PersonaRegistry
 
     @classmethod
     def build(
@@ -40,7 +41,7 @@ class Companion:
 
         Args:
             backbone_config: which model; the offline default when None.
-            data_dir: where the embedded memory store lives (its memory/ folder).
+            data_dir: where the embedded memory store (memory/) and user personas (personas/) live.
             chroma_url: a Chroma server instead of the embedded store.
             params: decoding settings for replies.
             buffer: a short-term buffer; in-process when None.
@@ -54,10 +55,12 @@ class Companion:
         backbone = HFBackbone.from_config(backbone_config)
         buffer = buffer or InProcessBuffer()
         writer = InProcessMemoryWriter(FastSummarizer(embedder), store)
-        pipeline = TurnPipeline(
-            backbone, store, Reflector(embedder), buffer, writer, get_persona, params=params
-        )
-        return cls(backbone=backbone, store=store, buffer=buffer, writer=writer, pipeline=pipeline)
+        personas = PersonaRegistry.default(data_dir)
+        reflector = Reflector(embedder)
+        reflector.warm(personas.all())
+        store.warm()
+        pipeline = TurnPipeline(backbone, store, reflector, buffer, writer, personas.get, params=params)
+        return cls(backbone, store, buffer, writer, pipeline, personas)
 
     async def close(self) -> None:
         await self.writer.drain()

@@ -9,6 +9,7 @@ Examples:
     companion memory remember --player p1 --npc mira "I have a really sensitive stomach."
     companion memory search --player p1 --npc mira "I've been craving hotpot"
     companion memory list --player p1 | export --player p1 | forget --player p1 --yes
+    companion persona list | show mira | validate my.yaml | new | import card.png | export mira --format v3 --out mira.json
 
 Heavy libraries (torch, transformers) are imported inside the subcommands, so
 `companion --help` answers at once.
@@ -121,6 +122,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from companion.memory_cli import add_memory_commands
 
     add_memory_commands(sub)
+    from companion.persona_cli import add_persona_commands
+
+    add_persona_commands(sub)
     return parser
 
 

@@ -21,6 +21,10 @@ def persona_system_prompt(persona: Persona) -> str:
         parts.append(f"You know about: {persona.knowledge_domain}")
     if persona.must_refuse:
         parts.append(f"You know nothing of {', '.join(persona.must_refuse)}; if asked, say so in character.")
+    if persona.boundaries:
+        parts.append("You never break these rules: " + " ".join(persona.boundaries))
+    if persona.system_prompt:
+        parts.append(persona.system_prompt)
     parts.append(
         f"Stay in character as {persona.name}. Never say you are an AI. Reply in one to three sentences."
     )
@@ -39,7 +43,11 @@ def build_messages(
         user_text: what the player just said.
         guidance: reflection's instructions for this turn (see companion.reflection.guidance).
     """
-    system = persona_system_prompt(persona) + (f"\n\nFor this reply:\n{guidance}" if guidance else "")
+    system = persona_system_prompt(persona)
+    if lore := persona.lore_for(user_text):
+        system += "\nWhat you know about this: " + " ".join(lore)
+    if guidance:
+        system += f"\n\nFor this reply:\n{guidance}"
     messages = [{"role": "system", "content": system}]
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
     messages.append({"role": "user", "content": user_text})

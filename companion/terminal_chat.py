@@ -11,7 +11,7 @@ import time
 from companion.assembly import Companion
 from companion.backbone import BackboneConfig, GenerationParams
 from companion.paths import default_data_dir
-from persona_adapters import get_persona
+from persona_adapters import PersonaRegistry
 
 QUIT = ("/quit", "/exit")
 
@@ -22,10 +22,11 @@ def run_terminal_chat(args: argparse.Namespace, config: BackboneConfig) -> int:
 
 
 async def _chat(args: argparse.Namespace, config: BackboneConfig) -> int:
-    persona = get_persona(args.persona)  # fail on a bad id before loading a model
+    data_dir = args.data_dir or default_data_dir()
+    persona = PersonaRegistry.default(data_dir).get(args.persona)  # fail on a bad id before loading a model
     params = GenerationParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     started = time.perf_counter()
-    companion = Companion.build(config, data_dir=args.data_dir or default_data_dir(), params=params)
+    companion = Companion.build(config, data_dir=data_dir, params=params)
     known = await companion.store.list(player_id=args.player, npc_id=persona.id, include_superseded=False)
     _status(
         f"[{persona.name} on {companion.backbone.info()['architecture']}, loaded in "

@@ -1,6 +1,24 @@
-"""Personas (data, not code) and the adapters that give each one its voice."""
+"""Personas (data, not code): YAML files, Character Card import/export, and where adapters live."""
 
 from persona_adapters.builtin import BUILTIN_PERSONAS, get_persona
-from persona_adapters.persona import Persona
+from persona_adapters.persona import (
+    DialogueLine,
+    LoreEntry,
+    Persona,
+    load_persona,
+    persona_from_dict,
+    save_persona,
+)
+from persona_adapters.registry import PersonaRegistry
 
-__all__ = ["BUILTIN_PERSONAS", "Persona", "get_persona"]
+__all__ = [
+    "BUILTIN_PERSONAS",
+    "DialogueLine",
+    "LoreEntry",
+    "Persona",
+    "PersonaRegistry",
+    "get_persona",
+    "load_persona",
+    "persona_from_dict",
+    "save_persona",
+]

@@ -14,3 +14,7 @@ class UnknownPersonaError(PersonaError, KeyError):
 
 class InvalidPersonaError(PersonaError, ValueError):
     """A persona's fields are missing or malformed."""
+
+
+class InvalidCardError(PersonaError, ValueError):
+    """A Character Card (JSON or PNG) is malformed; the message names the field."""

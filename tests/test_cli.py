@@ -101,3 +101,44 @@ def test_memory_commands_end_to_end(subprocess_env, tmp_path):
     assert refused.returncode == 2 and "--yes" in refused.stderr
     assert "deleted 2 events" in _run(["memory", "forget", "--player", "p1", "--yes"], env).stdout
     assert _run(["memory", "list", "--player", "p1"], env).stdout == ""
+
+
+@pytest.mark.slow
+def test_chat_runs_the_pipeline_and_memories_persist_across_runs(subprocess_env, tmp_path, default_paths):
+    env = dict(subprocess_env, COMPANION_DATA_DIR=str(tmp_path))
+    args = ["chat", "--player", "ana", "--max-tokens", "8", "--temperature", "0", "--meta"]
+    first = _run(args, env, stdin="I have a really sensitive stomach.\n")
+    assert first.returncode == 0, first.stderr
+    assert "0 memories of ana" in first.stderr
+    second = _run(args, env, stdin="I've been craving hotpot lately.\n")
+    assert "1 memories of ana" in second.stderr
+    meta = json.loads(next(line for line in second.stderr.splitlines() if line.startswith("[{"))[1:-1])
+    assert meta["strategy"] == "recall" and len(meta["memories_used"]) == 1
+
+
+@pytest.mark.parametrize("command", ["list", "show", "validate", "new", "import", "export"])
+def test_persona_commands_have_help_with_an_example(command, subprocess_env):
+    result = _run(["persona", command, "--help"], subprocess_env)
+    assert result.returncode == 0 and "Example: companion persona" in result.stdout
+
+
+def test_persona_commands_end_to_end(subprocess_env, tmp_path):
+    env = dict(subprocess_env, COMPANION_DATA_DIR=str(tmp_path))
+    listed = _run(["persona", "list"], env)
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == ["marlowe", "mira", "orla"]
+    made = _run(["persona", "new", "--id", "bram", "--name", "Bram", "--description", "Bram is the village smith.",
+                 "--must-refuse", "cars"], env)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert "bram" in _run(["persona", "list"], env).stdout
+    assert "name: Bram" in _run(["persona", "show", "bram"], env).stdout
+    card = tmp_path / "bram.png"
+    assert _run(["persona", "export", "bram", "--format", "png", "--out", str(card)], env).returncode == 0
+    imported = _run(["persona", "import", str(card), "--id", "bram2"], env)
+    assert imported.returncode == 0 and "imported Bram as bram2" in imported.stdout
+    good = _run(["persona", "validate", str(tmp_path / "personas" / "bram2.yaml")], env)
+    assert good.returncode == 0 and good.stdout.startswith("ok")
+    (tmp_path / "bad.yaml").write_text("id: bad\nname: Bad\n")
+    bad = _run(["persona", "validate", str(tmp_path / "bad.yaml")], env)
+    assert bad.returncode == 1 and "field 'description'" in bad.stderr
+    unknown = _run(["persona", "show", "nobody"], env)
+    assert unknown.returncode == 1 and "known personas" in unknown.stderr
