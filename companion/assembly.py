@@ -59,7 +59,16 @@ class Companion:
         reflector = Reflector(embedder)
         reflector.warm(personas.all())
         store.warm()
-        pipeline = TurnPipeline(backbone, store, reflector, buffer, writer, personas.get, params=params)
+        pipeline = TurnPipeline(
+            backbone,
+            store,
+            reflector,
+            buffer,
+            writer,
+            personas.get,
+            params=params,
+            adapter_dir_of=personas.adapter_dir,
+        )
         return cls(backbone, store, buffer, writer, pipeline, personas)
 
     async def close(self) -> None:

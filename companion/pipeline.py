@@ -13,6 +13,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from companion.backbone.config import GenerationParams
@@ -87,6 +88,8 @@ class TurnPipeline:
         buffer: short-term conversation buffer.
         writer: background memory writer.
         persona_of: npc id -> persona (raises UnknownPersonaError for an unknown id).
+        adapter_dir_of: npc id -> the persona's adapter directory, loaded onto the backbone
+            the first time that persona speaks.
         params: decoding settings.
         history_turns: turns of context in the prompt.
         recall_k: memories retrieved per turn.
@@ -104,6 +107,7 @@ class TurnPipeline:
         params: GenerationParams | None = None,
         history_turns: int = 8,
         recall_k: int = 5,
+        adapter_dir_of: Callable[[str], Path | None] | None = None,
     ):
         self.generator = generator
         self.store = store
@@ -114,6 +118,7 @@ class TurnPipeline:
         self.params = params or GenerationParams(max_new_tokens=96, temperature=0.7)
         self.history_turns = history_turns
         self.recall_k = recall_k
+        self.adapter_dir_of = adapter_dir_of
 
     async def turn(
         self, *, player_id: str, npc_id: str, text: str, game_time: str | None = None
@@ -193,9 +198,16 @@ class TurnPipeline:
         yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
 
     def _adapter(self, persona: Persona) -> str | None:
-        """The persona's adapter when the backbone has it loaded."""
+        """The persona's adapter, loaded on first use; None when it has none (or the backbone takes none)."""
         adapters = getattr(self.generator, "adapters", None)
-        return persona.id if adapters is not None and persona.id in adapters.names() else None
+        if adapters is None:
+            return None
+        if persona.id not in adapters.names() and self.adapter_dir_of is not None:
+            path = self.adapter_dir_of(persona.id)
+            if path is not None:
+                adapters.load(persona.id, path)
+                log.info("loaded adapter of %s from %s", persona.id, path)
+        return persona.id if persona.id in adapters.names() else None
 
 
 def _finalize(

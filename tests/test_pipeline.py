@@ -185,3 +185,42 @@ def test_an_unfinished_last_sentence_is_trimmed_when_the_token_limit_cut_it(part
         _pipeline(CutOff("The stew is warm. Sit down and let me tell you about the"), parts), "Evening!"
     )[-1].result
     assert result.text == "The stew is warm." and "trimmed_unfinished_sentence" in result.fallbacks
+
+
+def test_a_persona_adapter_loads_on_first_use_and_is_used(parts, tokenizer, tmp_path):
+    from dataclasses import replace
+
+    from peft import LoraConfig
+
+    from companion.backbone import GenerationParams, HFBackbone
+    from persona_adapters import PersonaRegistry, save_persona
+    from persona_adapters.registry import BUNDLED_DIR
+    from tiny_models import tiny_mixtral
+
+    trainer = HFBackbone(tiny_mixtral(seed=5), tokenizer)
+    trainer.adapters.add(
+        "mira", LoraConfig(r=4, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False)
+    )
+    trainer.adapters.save("mira", tmp_path / "adapters")
+    save_persona(
+        replace(PersonaRegistry([BUNDLED_DIR]).get("mira"), adapter_path="adapters/mira"),
+        tmp_path / "mira.yaml",
+    )
+    registry = PersonaRegistry([BUNDLED_DIR, tmp_path])
+    assert registry.adapter_dir("mira") == (tmp_path / "adapters" / "mira").resolve()
+
+    backbone = HFBackbone(tiny_mixtral(seed=5), tokenizer)
+    store, writer, buffer, reflector = parts
+    pipeline = TurnPipeline(backbone, store, reflector, buffer, writer, registry.get, adapter_dir_of=registry.adapter_dir,
+                            params=GenerationParams(max_new_tokens=6, temperature=0, repetition_penalty=1.0))  # fmt: skip
+    assert backbone.adapters.names() == []
+    _turn(pipeline, "Hello there")
+    assert backbone.adapters.names() == ["mira"]  # loaded lazily, on the persona's first turn
+    assert pipeline._adapter(registry.get("mira")) == "mira"
+    greedy = GenerationParams(max_new_tokens=6, temperature=0, repetition_penalty=1.0)
+    assert backbone.generate_batch(["Hello"], adapters=["mira"], params=greedy) != backbone.generate_batch(
+        ["Hello"], adapters=[None], params=greedy
+    )
+    assert pipeline._adapter(registry.get("orla")) is None  # no adapter declared
+    for b in (trainer, backbone):
+        b.close()
