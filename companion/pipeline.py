@@ -173,9 +173,17 @@ class TurnPipeline:
             if checks[-1].ok:
                 break
         final, fallbacks = _finalize(
-            draft, checks[-1], decision, persona, trim=summary.finish_reason == "length"
+            draft,
+            checks[-1],
+            decision,
+            persona,
+            trim=summary.finish_reason == "length",
+            recall_threshold=self.reflector.config.recall_threshold,
         )
-        memories_used = [c.event_id for c in decision.recall]
+        ignored = (
+            any(f.kind == "ignored_recall" for f in checks[-1].flags) and "recall_question" not in fallbacks
+        )
+        memories_used = [] if ignored else [c.event_id for c in decision.recall]
         npc_turn = Turn(role="npc", text=final)
         await self.buffer.append(BufferedTurn(turn=player_turn), player_id=player_id, npc_id=npc_id)
         await self.buffer.append(
@@ -211,13 +219,15 @@ class TurnPipeline:
 
 
 def _finalize(
-    draft: str, check: PostCheck, decision: Decision, persona: Persona, *, trim: bool
+    draft: str, check: PostCheck, decision: Decision, persona: Persona, *, trim: bool, recall_threshold: float
 ) -> tuple[str, list[str]]:
     """The text the player sees, and the fallbacks used when the last draft still failed.
 
     A small backbone may ignore guidance twice; the decision is kept anyway: an unfinished
     last sentence is cut, sentences that break character are dropped, an out-of-world
-    explanation becomes an in-character refusal, and a left-out memory is asked about.
+    explanation becomes an in-character refusal, and a left-out memory is asked about
+    when it cleared the full recall bar (not one lowered for a supporting or "do you
+    remember" turn, where the model's own words are safer than a forced question).
     """
     kinds = {f.kind for f in check.flags}
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
@@ -229,7 +239,7 @@ def _finalize(
         fallbacks.append("dropped_out_of_character")
     if "answered_out_of_domain" in kinds:
         return refusal_line(decision.refuse_topic, persona), [*fallbacks, "in_character_refusal"]
-    if "ignored_recall" in kinds and decision.recall:
+    if "ignored_recall" in kinds and decision.recall and decision.recall[0].value >= recall_threshold:
         sentences.append(recall_line(decision.recall[0].content))
         fallbacks.append("recall_question")
     text = " ".join(sentences)

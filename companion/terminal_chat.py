@@ -51,16 +51,22 @@ async def _chat(args: argparse.Namespace, config: BackboneConfig) -> int:
 
 async def _reply(companion: Companion, name: str, text: str, args: argparse.Namespace) -> None:
     print(f"{name}: ", end="", flush=True)
+    streamed = ""
     async for event in companion.pipeline.turn(player_id=args.player, npc_id=args.persona, text=text):
         if event.kind == "token":
+            streamed += event.text
             print(event.text, end="", flush=True)
         elif event.kind == "restart":
             print(flush=True)
             _status(f"[draft rejected, regenerating: {event.text}]")
             print(f"{name}: ", end="", flush=True)
+            streamed = ""
         else:
             print(flush=True)
             result = event.result
+            if result.text != streamed.strip():  # reflection's fallbacks changed what was streamed
+                _status(f"[reply revised: {', '.join(result.fallbacks)}]")
+                print(f"{name}: {result.text}", flush=True)
             if args.meta:
                 _status("[" + json.dumps(result.metadata()) + "]")
             if args.stats:

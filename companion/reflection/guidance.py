@@ -66,4 +66,4 @@ def recall_line(content: str) -> str:
 def refusal_line(topic: str | None, persona: Persona) -> str:
     """An in-character refusal, for a draft that explained an out-of-world thing twice."""
     thing = topic.split(",")[0].strip() if topic else "that"
-    return f"{thing[:1].upper() + thing[1:]}? Never heard of such a thing, I'm afraid. Ask {persona.name} about something from around here."
+    return f"{thing[:1].upper() + thing[1:]}? Never heard of such a thing, I'm afraid. Ask me about something from around here."

@@ -30,7 +30,9 @@ ASKS_TO_REMEMBER = re.compile(
     r"what did i (say|tell)|do you know (my|where i|what i|who i))\b",
     re.IGNORECASE,
 )
-SUPPORT_TYPES = frozenset({"life_event", "emotion", "plan", "relationship", "health"})
+# What may explain why a player is upset. Not health: "I feel so alone" recalling a
+# sensitive stomach reads as not listening.
+SUPPORT_TYPES = frozenset({"life_event", "emotion", "plan", "relationship"})
 
 
 def novelty(turns_since_mentioned: int | None, cooldown_turns: int) -> float:
