@@ -12,8 +12,8 @@ collection filtered by player and NPC.
 
 Records keep the fact in metadata (JSON), not as a Chroma document: documents also
 feed Chroma's full-text index, whose deleted terms linger on disk. A hard delete
-removes the collection and then VACUUMs the embedded database, so nothing of the
-player remains in its files.
+removes the collections, removes their index folders (embedded Chroma can leave them
+behind), and VACUUMs the embedded database, so nothing of the player remains on disk.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import shutil
 import sqlite3
 import threading
 import time
@@ -367,6 +368,7 @@ class ChromaMemoryStore:
             collections = self._collections_of(player_id, npc_id)
             if not collections:
                 return 0
+            segments = self._segment_dirs(collections)
             for collection in collections:
                 self.client.delete_collection(collection.name)
                 self._collections = {
@@ -375,8 +377,23 @@ class ChromaMemoryStore:
             forget_cached = getattr(self.embedder, "forget_texts", None)
             if forget_cached is not None:
                 forget_cached([fact_key(e.content) for e in events])
+            for directory in segments:  # embedded Chroma can leave a deleted collection's index files behind
+                shutil.rmtree(directory, ignore_errors=True)
         self._vacuum()
         return len(events)
+
+    def _segment_dirs(self, collections) -> list[Path]:
+        """The on-disk index folders of `collections` (embedded store only)."""
+        if self.sqlite_path is None or not self.sqlite_path.exists():
+            return []
+        ids = [str(c.id) for c in collections]
+        with sqlite3.connect(self.sqlite_path, timeout=30) as connection:
+            rows = connection.execute(
+                f"SELECT id FROM segments WHERE collection IN ({','.join('?' * len(ids))})", ids
+            ).fetchall()
+        return [
+            self.sqlite_path.parent / row[0] for row in rows if (self.sqlite_path.parent / row[0]).is_dir()
+        ]
 
     def forget_sync(
         self,
@@ -486,7 +503,7 @@ class ChromaMemoryStore:
         """Rewrites the embedded database so deleted rows leave no bytes behind."""
         if self.sqlite_path is None or not self.sqlite_path.exists():
             return
-        for attempt in range(5):
+        for attempt in range(10):  # Chroma may hold its write lock briefly; wait up to ~11 s in all
             try:
                 with sqlite3.connect(self.sqlite_path, timeout=30) as connection:
                     connection.execute("VACUUM")

@@ -229,6 +229,8 @@ def test_a_persona_adapter_loads_on_first_use_and_is_used(parts, tokenizer, tmp_
 def test_a_sad_player_is_not_asked_about_an_unrelated_health_fact(parts):
     _seed(parts[0], "I have a really sensitive stomach.", 7)
     generator = FakeScriptedGenerator("Oh, love. Moving is hard.", "Oh, love. Sit with me a while.")
-    result = _turn(_pipeline(generator, parts), "I've been feeling so lonely since I moved to the city.")[-1].result
+    result = _turn(_pipeline(generator, parts), "I've been feeling so lonely since I moved to the city.")[
+        -1
+    ].result
     assert result.strategy == "support"
     assert "stomach" not in result.text and result.memories_used == []

@@ -109,6 +109,7 @@ class GenerationParams:
 
     Attributes:
         max_new_tokens: upper bound on generated tokens.
+        min_new_tokens: the end-of-sequence token is suppressed until this many (benchmarks).
         temperature: 0 decodes greedily; > 0 samples.
         top_p: nucleus sampling threshold when sampling, in (0, 1].
         repetition_penalty: >= 1; 1 disables it.
@@ -117,6 +118,7 @@ class GenerationParams:
     """
 
     max_new_tokens: int = 128
+    min_new_tokens: int = 0
     temperature: float = 0.7
     top_p: float = 0.9
     repetition_penalty: float = 1.1
@@ -128,6 +130,10 @@ class GenerationParams:
             object.__setattr__(self, "stop", (self.stop,) if isinstance(self.stop, str) else tuple(self.stop))
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens is {self.max_new_tokens}; expected an integer >= 1.")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(
+                f"min_new_tokens is {self.min_new_tokens}; expected between 0 and max_new_tokens ({self.max_new_tokens})."
+            )
         if self.temperature < 0:
             raise ConfigError(f"temperature is {self.temperature}; expected >= 0 (0 means greedy).")
         if not 0.0 < self.top_p <= 1.0:

@@ -150,6 +150,7 @@ class HFBackbone:
     def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
+            "min_new_tokens": params.min_new_tokens or None,
             "do_sample": params.temperature > 0,
             "repetition_penalty": params.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
