@@ -128,6 +128,7 @@ def test_cancelling_the_task_stops_the_work(backbone):
             await task
 
     asyncio.run(run())
+    backbone.wait_idle()  # asyncio.run may close the loop before the worker thread noticed
     assert summary.finish_reason == "cancelled"
     assert summary.n_generated_tokens < 2000
 

@@ -91,6 +91,14 @@ class HFBackbone:
             ) from e
         return cls(model, tokenizer, config, source=str(path))
 
+    def wait_idle(self) -> None:
+        """Blocks until the generation thread has finished the work it was given.
+
+        A cancelled consumer stops the model within one token, but its generation may end
+        just after the consumer did (e.g. when the event loop shuts down first).
+        """
+        self._executor.submit(lambda: None).result()
+
     def close(self) -> None:
         """Stops the generation thread; the backbone is unusable afterwards."""
         self._executor.shutdown(wait=True, cancel_futures=True)
