@@ -145,3 +145,19 @@ def test_unknown_adapter_is_a_clear_error(backbone):
 def test_generation_params_validate(kwargs):
     with pytest.raises(ConfigError):
         GenerationParams(**kwargs)
+
+
+def test_a_closed_event_loop_counts_as_cancelled_not_as_an_error(backbone):
+    summary = GenerationSummary()
+
+    async def start_and_leave():
+        stream = backbone.stream(
+            "Tell me", params=GenerationParams(max_new_tokens=2000, min_new_tokens=2000), summary=summary
+        )
+        await stream.__anext__()  # generation is running; the loop now ends without closing the stream
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start_and_leave())
+    loop.close()
+    backbone.wait_idle()
+    assert summary.finish_reason == "cancelled" and summary.n_generated_tokens < 2000

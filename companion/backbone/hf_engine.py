@@ -203,7 +203,10 @@ class HFBackbone:
         cancelled = threading.Event()
 
         def push(item: object) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, item)
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the consumer's event loop is closed: nobody is listening any more
+                cancelled.set()
 
         work = loop.run_in_executor(
             self._executor,
