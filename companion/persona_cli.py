@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -48,6 +49,14 @@ def add_persona_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", default=None, help="persona id (default: from the card's name)")
     p.add_argument(
         "--out", type=Path, default=None, help="file to write (default: <data dir>/personas/<id>.yaml)"
+    )
+    p = command("train", _train, "train the persona's LoRA adapter (TRL SFT on its example dialogues)",
+                "companion persona train mira --smoke")  # fmt: skip
+    p.add_argument("id")
+    p.add_argument("--smoke", action="store_true", help="4 steps, about a minute on a CPU")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: 24)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="adapter folder (default: <data dir>/adapters/<id>)"
     )
     p = command("export", _export, "export a persona as a Character Card",
                 "companion persona export mira --format png --out mira.png")  # fmt: skip
@@ -139,4 +148,37 @@ def _export(args: argparse.Namespace) -> int:
     else:
         write_card_json(persona, args.out, version=args.format)
     print(f"exported {persona.id} as {args.format}: {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Runs training.sft_persona in a child process (companion does not import training), then
+    points a user copy of the persona at the new adapter."""
+    import dataclasses
+    import subprocess
+
+    from persona_adapters import save_persona
+
+    registry = _registry(args)
+    persona = registry.get(args.id)
+    data_dir = Path(args.data_dir or default_data_dir())
+    out = (args.out or data_dir / "adapters" / persona.id).resolve()
+    command = [
+        sys.executable,
+        "-m",
+        "training.sft_persona",
+        persona.id,
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+    ]
+    command += ["--smoke"] if args.smoke else ["--steps", str(args.steps)] if args.steps else []
+    if subprocess.run(command).returncode != 0:
+        print("companion: error: training failed; see the messages above.", file=sys.stderr)
+        return 1
+    target = data_dir / "personas" / f"{persona.id}.yaml"
+    relative = Path(os.path.relpath(out, target.parent))
+    save_persona(dataclasses.replace(persona, adapter_path=str(relative)), target)
+    print(f"adapter of {persona.id} in {out}; {target} now points to it")
     return 0

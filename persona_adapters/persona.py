@@ -107,7 +107,7 @@ class Persona:
         ]
         data["lorebook"] = [{"keys": list(e["keys"]), "content": e["content"]} for e in data["lorebook"]]
         data["must_refuse"], data["boundaries"] = list(self.must_refuse), list(self.boundaries)
-        return {k: v for k, v in data.items() if v not in ("", None, [], ())}
+        return {k: v for k, v in data.items() if v not in ("", None, [], (), {})}
 
 
 _STR_FIELDS = ("id", "name", "description", "personality", "speaking_style", "scenario", "first_message",

@@ -4,15 +4,18 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-COMPANION = shutil.which("companion") or f"{sys.executable} -m companion.cli"
+# The console script pip installed next to this interpreter: the entry point users run.
+COMPANION = shutil.which("companion", path=str(Path(sys.executable).parent))
+assert COMPANION, "the companion console script is missing; run scripts/bootstrap"
 
 
 def _run(args, env, stdin="", timeout=180):
     return subprocess.run(
-        [*COMPANION.split(), *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
+        [COMPANION, *args], input=stdin, capture_output=True, text=True, env=env, timeout=timeout
     )
 
 
@@ -117,7 +120,7 @@ def test_chat_runs_the_pipeline_and_memories_persist_across_runs(subprocess_env,
     assert meta["strategy"] == "recall" and len(meta["memories_used"]) == 1
 
 
-@pytest.mark.parametrize("command", ["list", "show", "validate", "new", "import", "export"])
+@pytest.mark.parametrize("command", ["list", "show", "validate", "new", "import", "export", "train"])
 def test_persona_commands_have_help_with_an_example(command, subprocess_env):
     result = _run(["persona", command, "--help"], subprocess_env)
     assert result.returncode == 0 and "Example: companion persona" in result.stdout

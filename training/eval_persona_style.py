@@ -1,0 +1,82 @@
+"""Does a persona's adapter make the backbone sound like the persona? Perplexity on held-out lines.
+
+    python -m training.eval_persona_style                    # every bundled persona with an adapter
+
+For each persona, the NPC replies in training/data/persona_heldout.yaml (never trained
+on) are scored given the persona's system prompt and the player's line: mean negative
+log-likelihood per reply token and perplexity, with the bare backbone, with the
+persona's own adapter, and with the other personas' adapters (a control: an adapter
+should help its own persona more than the others).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+import yaml
+
+from companion.backbone import BackboneConfig, HFBackbone
+from companion.prompting import persona_system_prompt
+from persona_adapters import Persona, PersonaRegistry
+from persona_adapters.registry import BUNDLED_DIR
+
+HELDOUT = Path(__file__).parent / "data" / "persona_heldout.yaml"
+
+
+def reply_nll(backbone: HFBackbone, persona: Persona, pairs: list[dict], adapter: str | None) -> float:
+    """Mean negative log-likelihood per token of the NPC replies, given system prompt and player line."""
+    import torch
+
+    total, count = 0.0, 0
+    tokenizer = backbone.tokenizer
+    for pair in pairs:
+        prompt = [
+            {"role": "system", "content": persona_system_prompt(persona)},
+            {"role": "user", "content": pair["player"]},
+        ]
+        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = prefix + pair["npc"] + "<|im_end|>"
+        prefix_ids = tokenizer(prefix, add_special_tokens=False, return_tensors="pt").input_ids
+        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            logits = backbone.model(
+                ids, **backbone.adapters.generate_kwargs([adapter])
+            ).logits  # (1, seq, vocab)
+        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # predicts tokens 1..seq-1
+        targets = ids[0, 1:]
+        start = prefix_ids.shape[1] - 1  # first reply token's position among the predictions
+        token_logprobs = logprobs[start:].gather(1, targets[start:, None])[:, 0]
+        total -= float(token_logprobs.sum())
+        count += int(token_logprobs.numel())
+    return total / max(count, 1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--heldout", type=Path, default=HELDOUT)
+    args = parser.parse_args(argv)
+    heldout = yaml.safe_load(args.heldout.read_text(encoding="utf-8"))
+    registry = PersonaRegistry([BUNDLED_DIR])
+    backbone = HFBackbone.from_config(BackboneConfig())
+    with_adapters = [p for p in registry.all() if registry.adapter_dir(p.id) and p.id in heldout]
+    for persona in with_adapters:
+        backbone.adapters.load(persona.id, registry.adapter_dir(persona.id))
+    print("held-out NPC replies: mean NLL per token (perplexity); lower is closer to the persona")
+    print(f"{'persona':10s} {'bare backbone':>18s} {'own adapter':>18s} {'other adapters':>18s}")
+    for persona in with_adapters:
+        pairs = heldout[persona.id]
+        bare = reply_nll(backbone, persona, pairs, None)
+        own = reply_nll(backbone, persona, pairs, persona.id)
+        others = [reply_nll(backbone, persona, pairs, o.id) for o in with_adapters if o.id != persona.id]
+        other = sum(others) / len(others) if others else float("nan")
+        print(f"{persona.id:10s} {bare:8.3f} ({math.exp(bare):6.1f}) {own:8.3f} ({math.exp(own):6.1f}) "
+              f"{other:8.3f} ({math.exp(other):6.1f})")  # fmt: skip
+    backbone.close()
+
+
+if __name__ == "__main__":
+    main()
