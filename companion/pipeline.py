@@ -20,6 +20,7 @@ from companion.backbone.config import GenerationParams
 from companion.backbone.routing import RoutingStats
 from companion.backbone.streaming import GenerationSummary
 from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
+from companion.errors import AdapterError
 from companion.memory_writer import MemoryWriter
 from companion.prompting import build_messages
 from companion.protocols import Generator
@@ -119,6 +120,7 @@ class TurnPipeline:
         self.history_turns = history_turns
         self.recall_k = recall_k
         self.adapter_dir_of = adapter_dir_of
+        self._unusable: set[str] = set()  # personas whose adapter failed to load; not retried
 
     async def turn(
         self, *, player_id: str, npc_id: str, text: str, game_time: str | None = None
@@ -210,11 +212,19 @@ class TurnPipeline:
         adapters = getattr(self.generator, "adapters", None)
         if adapters is None:
             return None
-        if persona.id not in adapters.names() and self.adapter_dir_of is not None:
+        if (
+            persona.id not in adapters.names()
+            and self.adapter_dir_of is not None
+            and persona.id not in self._unusable
+        ):
             path = self.adapter_dir_of(persona.id)
             if path is not None:
-                adapters.load(persona.id, path)
-                log.info("loaded adapter of %s from %s", persona.id, path)
+                try:
+                    adapters.load(persona.id, path)
+                    log.info("loaded adapter of %s from %s", persona.id, path)
+                except AdapterError as e:  # e.g. trained for another backbone: the persona speaks without it
+                    self._unusable.add(persona.id)
+                    log.warning("persona %s speaks without its adapter: %s", persona.id, e)
         return persona.id if persona.id in adapters.names() else None
 
 

@@ -93,3 +93,15 @@ def test_adapter_errors_name_the_problem(backbone, tmp_path):
         backbone.adapters.add("mira", _lora())
     with pytest.raises(AdapterError, match="not loaded"):
         backbone.generate_batch(["hi"], adapters=["ghost"])
+
+
+def test_an_adapter_for_another_backbone_is_refused_before_touching_the_model(backbone):
+    from persona_adapters import PersonaRegistry
+    from persona_adapters.registry import BUNDLED_DIR
+
+    before = _logits(backbone, IDS)
+    with pytest.raises(AdapterError, match="trained for another backbone"):
+        backbone.adapters.load("mira", PersonaRegistry([BUNDLED_DIR]).adapter_dir("mira"))
+    assert backbone.adapters.names() == []
+    assert not any("lora" in name for name, _ in backbone.model.named_modules())
+    assert torch.equal(_logits(backbone, IDS), before)

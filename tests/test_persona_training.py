@@ -46,7 +46,9 @@ def test_bundled_personas_load_with_their_adapters_and_change_generations():
 
 @pytest.mark.slow
 def test_persona_train_smoke_through_the_console_command(subprocess_env, tmp_path):
-    from companion.backbone import GenerationParams, HFBackbone
+    import torch
+
+    from companion.backbone import HFBackbone
 
     env = dict(subprocess_env, COMPANION_DATA_DIR=str(tmp_path))
     companion = Path(sys.executable).parent / "companion"  # the console script users run
@@ -64,8 +66,11 @@ def test_persona_train_smoke_through_the_console_command(subprocess_env, tmp_pat
 
     backbone = HFBackbone.from_config()
     backbone.adapters.load("orla-smoke", adapter)
-    greedy = GenerationParams(max_new_tokens=12, temperature=0, repetition_penalty=1.0)
-    prompt = [{"role": "user", "content": "What's that noise in the engine room?"}]
-    trained, bare = backbone.generate_batch([prompt, prompt], adapters=["orla-smoke", None], params=greedy)
+    prompt = backbone.render_prompt([{"role": "user", "content": "What's that noise in the engine room?"}])
+    ids = backbone.tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+    with torch.no_grad():
+        trained = backbone.model(ids, **backbone.adapters.generate_kwargs(["orla-smoke"])).logits[0, -1]
+        bare = backbone.model(ids, **backbone.adapters.generate_kwargs([None])).logits[0, -1]
     backbone.close()
-    assert trained != bare
+    # the next-token distribution the generation samples from has moved
+    assert (trained - bare).abs().max().item() > 1e-3

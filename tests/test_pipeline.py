@@ -234,3 +234,24 @@ def test_a_sad_player_is_not_asked_about_an_unrelated_health_fact(parts):
     ].result
     assert result.strategy == "support"
     assert "stomach" not in result.text and result.memories_used == []
+
+
+def test_an_adapter_that_does_not_fit_the_backbone_is_skipped_with_a_warning(parts, tokenizer, caplog):
+    from companion.backbone import GenerationParams, HFBackbone
+    from persona_adapters import PersonaRegistry
+    from persona_adapters.registry import BUNDLED_DIR
+    from tiny_models import tiny_mixtral
+
+    registry = PersonaRegistry(
+        [BUNDLED_DIR]
+    )  # the bundled adapters were trained for the 576-wide default backbone
+    backbone = HFBackbone(tiny_mixtral(seed=5), tokenizer)
+    store, writer, buffer, reflector = parts
+    pipeline = TurnPipeline(backbone, store, reflector, buffer, writer, registry.get, adapter_dir_of=registry.adapter_dir,
+                            params=GenerationParams(max_new_tokens=4, temperature=0))  # fmt: skip
+    with caplog.at_level("WARNING"):
+        events = _turn(pipeline, "Hello there")
+    assert events[-1].kind == "reply"
+    assert "speaks without its adapter" in caplog.text
+    assert backbone.adapters.names() == []
+    backbone.close()

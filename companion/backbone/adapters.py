@@ -65,6 +65,7 @@ class AdapterSet:
             raise AdapterError(
                 f"{path} holds no adapter_config.json; an adapter directory is what peft's save_pretrained writes."
             )
+        self._check_fits(path)  # before peft touches the model: a failed load would leave layers behind
         try:
             if self._peft is None:
                 self._peft = PeftModel.from_pretrained(
@@ -73,8 +74,37 @@ class AdapterSet:
             else:
                 self._peft.load_adapter(path, adapter_name=name, is_trainable=False)
         except (RuntimeError, ValueError, KeyError) as e:
+            if self._peft is not None and name in self._peft.peft_config:
+                self._peft.delete_adapter(name)  # leave no half-loaded adapter behind
             raise AdapterError(f"adapter {path} does not fit this backbone: {e}") from e
         self._peft.eval()
+
+    def _check_fits(self, path: Path) -> None:
+        """Raises AdapterError unless every LoRA matrix in `path` fits a module of the base model."""
+        from safetensors import safe_open
+
+        weights = path / "adapter_model.safetensors"
+        if not weights.is_file():
+            return  # other formats (.bin) are checked by peft itself
+        modules = dict(self.base_model.named_modules())
+        with safe_open(str(weights), framework="pt") as f:
+            for key in f.keys():
+                if ".lora_A." not in key and ".lora_B." not in key:
+                    continue
+                module_name = key.split(".lora_")[0].removeprefix("base_model.model.")
+                module = modules.get(module_name)
+                shape = f.get_slice(key).get_shape()
+                if module is None or not hasattr(module, "in_features"):
+                    raise AdapterError(
+                        f"adapter {path} targets {module_name}, which this backbone does not have."
+                    )
+                expected = module.in_features if ".lora_A." in key else module.out_features
+                got = shape[1] if ".lora_A." in key else shape[0]
+                if got != expected:
+                    raise AdapterError(
+                        f"adapter {path} was trained for another backbone: {module_name} is {expected}-wide here, "
+                        f"{got}-wide in the adapter. Retrain it for this model (companion persona train)."
+                    )
 
     def add(self, name: str, lora_config: Any) -> None:
         """Adds a fresh adapter from a peft `LoraConfig` (for training, or tests)."""
