@@ -356,18 +356,14 @@ class ChromaMemoryStore:
     def list_sync(
         self, *, player_id: str, npc_id: str | None = None, include_superseded: bool = True
     ) -> list[MemoryEvent]:
-        events = []
-        for collection in self._collections_of(player_id, npc_id):
-            found = collection.get(include=["metadatas"])
-            events += [_event_of(m) for m in found["metadatas"] if include_superseded or m["active"]]
-        return sorted(events, key=lambda e: (e.created_at, e.id))
+        return _events_in(self._collections_of(player_id, npc_id), include_superseded=include_superseded)
 
     def delete_sync(self, *, player_id: str, npc_id: str | None = None) -> int:
         with self._player_lock(player_id):
-            events = self.list_sync(player_id=player_id, npc_id=npc_id)
-            collections = self._collections_of(player_id, npc_id)
+            collections = self._collections_of(player_id, npc_id)  # one scan of the collection list
             if not collections:
                 return 0
+            events = _events_in(collections, include_superseded=True)
             segments = self._segment_dirs(collections)
             for collection in collections:
                 self.client.delete_collection(collection.name)
@@ -514,6 +510,15 @@ class ChromaMemoryStore:
         log.error(
             "could not VACUUM %s; deleted rows may linger on disk until the next delete", self.sqlite_path
         )
+
+
+def _events_in(collections, *, include_superseded: bool) -> list[MemoryEvent]:
+    """Every event of `collections`, oldest first."""
+    events = []
+    for collection in collections:
+        found = collection.get(include=["metadatas"])
+        events += [_event_of(m) for m in found["metadatas"] if include_superseded or m["active"]]
+    return sorted(events, key=lambda e: (e.created_at, e.id))
 
 
 def _stable_id(player_id: str, npc_id: str, draft: EventDraft, turns: Sequence[Turn]) -> str:
