@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import math
-import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -51,7 +50,6 @@ class MiniLMEmbedder:
     dimension = 384
 
     def __init__(self, *, cache_size: int = 4096, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory needs no hub
         from sentence_transformers import SentenceTransformer
 
         self._model = SentenceTransformer(str(minilm_model_dir()), device=device, local_files_only=True)
