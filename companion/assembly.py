@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from companion.backbone import BackboneConfig, GenerationParams, HFBackbone
 from companion.buffer import InProcessBuffer, ShortTermBuffer
 from companion.memory_writer import InProcessMemoryWriter, MemoryWriter
 from companion.pipeline import TurnPipeline
+from companion.protocols import Generator
 from companion.reflection import Reflector
 from memory.embedding import MiniLMEmbedder
 from memory.fast_summarizer import FastSummarizer
@@ -20,7 +22,7 @@ from persona_adapters import PersonaRegistry
 class Companion:
     """The loaded parts and the pipeline that joins them."""
 
-    backbone: HFBackbone
+    backbone: HFBackbone | Generator
     store: ChromaMemoryStore
     buffer: ShortTermBuffer
     writer: MemoryWriter
@@ -36,6 +38,8 @@ class Companion:
         chroma_url: str | None = None,
         params: GenerationParams | None = None,
         buffer: ShortTermBuffer | None = None,
+        writer_of: Callable[[FastSummarizer, ChromaMemoryStore], MemoryWriter] | None = None,
+        backbone: Generator | None = None,
     ) -> Companion:
         """Loads the backbone and the embedder, opens the memory store, wires the pipeline.
 
@@ -45,6 +49,10 @@ class Companion:
             chroma_url: a Chroma server instead of the embedded store.
             params: decoding settings for replies.
             buffer: a short-term buffer; in-process when None.
+            writer_of: builds the memory writer from the summarizer and the store;
+                an in-process writer when None.
+            backbone: an already built generator (a test's fake, a shared backbone);
+                `backbone_config` is then ignored.
         """
         embedder = MiniLMEmbedder()
         store = (
@@ -52,9 +60,9 @@ class Companion:
             if chroma_url
             else ChromaMemoryStore.embedded(Path(data_dir) / "memory", embedder)
         )
-        backbone = HFBackbone.from_config(backbone_config)
+        backbone = backbone if backbone is not None else HFBackbone.from_config(backbone_config)
         buffer = buffer or InProcessBuffer()
-        writer = InProcessMemoryWriter(FastSummarizer(embedder), store)
+        writer = (writer_of or InProcessMemoryWriter)(FastSummarizer(embedder), store)
         personas = PersonaRegistry.default(data_dir)
         reflector = Reflector(embedder)
         reflector.warm(personas.all())
@@ -73,4 +81,5 @@ class Companion:
 
     async def close(self) -> None:
         await self.writer.drain()
-        self.backbone.close()
+        if callable(getattr(self.backbone, "close", None)):
+            self.backbone.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from memory.events import Turn
@@ -17,10 +17,20 @@ from memory.store import ChromaMemoryStore, MemoryWrite
 log = logging.getLogger(__name__)
 
 
-class MemoryWriter(Protocol):
-    """Accepts turns to remember; `submit` never waits for the summarizer or the store."""
+# Called after a batch of turns was written: (player_id, npc_id, what changed).
+WriteListener = Callable[[str, str, list[MemoryWrite]], None]
 
-    def submit(
+
+class MemoryWriter(Protocol):
+    """Accepts turns to remember; `submit` never waits for the summarizer or the store.
+
+    `submit` only enqueues (in-process: a queue put; Redis: one XADD), so a reply is never
+    held up by summarizing or by the store. Listeners hear about every write.
+    """
+
+    listeners: list[WriteListener]
+
+    async def submit(
         self, turns: Sequence[Turn], *, player_id: str, npc_id: str, npc_name: str | None = None
     ) -> None: ...
 
@@ -39,11 +49,12 @@ class InProcessMemoryWriter:
         self.summarizer = summarizer
         self.store = store
         self.written: list[MemoryWrite] = []
+        self.listeners: list[WriteListener] = []
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def submit(
+    async def submit(
         self, turns: Sequence[Turn], *, player_id: str, npc_id: str, npc_name: str | None = None
     ) -> None:
         loop = asyncio.get_running_loop()
@@ -68,7 +79,9 @@ class InProcessMemoryWriter:
             turns, player_id, npc_id, npc_name = await queue.get()
             try:
                 drafts = await self.summarizer.summarize(turns, npc_name=npc_name)
-                self.written += await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
+                writes = await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
+                self.written += writes
+                notify(self.listeners, player_id, npc_id, writes)
             except Exception:  # a failed write must not kill the worker; it is logged with its turns
                 log.exception(
                     "memory write failed for player %s, NPC %s, turns %s",
@@ -78,3 +91,16 @@ class InProcessMemoryWriter:
                 )
             finally:
                 queue.task_done()
+
+
+def notify(
+    listeners: Sequence[WriteListener], player_id: str, npc_id: str, writes: list[MemoryWrite]
+) -> None:
+    """Tells each listener about `writes`; a failing listener is logged, never fatal to the writer."""
+    if not writes:
+        return
+    for listener in listeners:
+        try:
+            listener(player_id, npc_id, writes)
+        except Exception:
+            log.exception("memory write listener %r failed", listener)

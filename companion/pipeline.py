@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -123,8 +123,15 @@ class TurnPipeline:
         self._unusable: set[str] = set()  # personas whose adapter failed to load; not retried
 
     async def turn(
-        self, *, player_id: str, npc_id: str, text: str, game_time: str | None = None
+        self,
+        *,
+        player_id: str,
+        npc_id: str,
+        text: str,
+        game_time: str | None = None,
+        world: Sequence[str] = (),
     ) -> AsyncIterator[TurnEvent]:
+        """Runs one turn; `world` lists game events the NPC saw since the last turn."""
         persona = self.persona_of(npc_id)
         player_turn = Turn(role="player", text=text, game_time=game_time)
         history = await self.buffer.recent(player_id=player_id, npc_id=npc_id, n=self.history_turns)
@@ -140,7 +147,7 @@ class TurnPipeline:
             {"role": "user" if b.turn.role == "player" else "assistant", "content": b.turn.text}
             for b in history
         ]
-        messages = build_messages(persona, chat, text, guidance=guidance(decision, persona))
+        messages = build_messages(persona, chat, text, guidance=guidance(decision, persona), world=world)
 
         checks: list[PostCheck] = []
         summary, routing = GenerationSummary(), RoutingStats()
@@ -191,7 +198,9 @@ class TurnPipeline:
         await self.buffer.append(
             BufferedTurn(turn=npc_turn, memories_used=memories_used), player_id=player_id, npc_id=npc_id
         )
-        self.writer.submit([player_turn, npc_turn], player_id=player_id, npc_id=npc_id, npc_name=persona.name)
+        await self.writer.submit(
+            [player_turn, npc_turn], player_id=player_id, npc_id=npc_id, npc_name=persona.name
+        )
         result = TurnResult(
             text=final,
             decision=decision,

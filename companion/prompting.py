@@ -32,7 +32,12 @@ def persona_system_prompt(persona: Persona) -> str:
 
 
 def build_messages(
-    persona: Persona, history: Sequence[Message], user_text: str, *, guidance: str = ""
+    persona: Persona,
+    history: Sequence[Message],
+    user_text: str,
+    *,
+    guidance: str = "",
+    world: Sequence[str] = (),
 ) -> list[dict[str, str]]:
     """System prompt (with this turn's guidance), then the conversation so far, then the player's line.
 
@@ -42,10 +47,13 @@ def build_messages(
             first message, when shown, is the first assistant turn).
         user_text: what the player just said.
         guidance: reflection's instructions for this turn (see companion.reflection.guidance).
+        world: things that just happened in the game that the NPC saw, oldest first.
     """
     system = persona_system_prompt(persona)
     if lore := persona.lore_for(user_text):
         system += "\nWhat you know about this: " + " ".join(lore)
+    if world:
+        system += "\nJust now, you saw: " + " ".join(w.rstrip(".") + "." for w in world)
     if guidance:
         system += f"\n\nFor this reply:\n{guidance}"
     messages = [{"role": "system", "content": system}]

@@ -1,0 +1,165 @@
+"""`create_app(settings)`: the FastAPI app. The lifespan loads the backbone once and wires
+Redis (when configured) or the in-process parts; routes live in rest.py and websocket.py."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import secrets
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from companion.assembly import Companion
+from companion.backbone import BackboneConfig, GenerationParams
+from companion.protocols import Generator
+from server.errors import BackendUnavailableError
+from server.feed import RedisFeedBridge, WriteFeed
+from server.metrics import Metrics
+from server.rate_limit import InProcessRateLimiter, RateLimiter
+from server.redis_memory_writer import RedisMemoryWriter
+from server.redis_store import RedisBuffer, RedisRateLimiter, RedisSessionStore, connect, describe
+from server.sessions import InProcessSessionStore, SessionStore
+from server.settings import ServerSettings, parse_failpoints
+
+log = logging.getLogger(__name__)
+STATIC_DIR = Path(__file__).parent / "static"
+DEMO_TENANT = "demo"
+
+
+@dataclass
+class Services:
+    """What the routes use; built by the lifespan, found on `app.state.services`."""
+
+    settings: ServerSettings
+    companion: Companion
+    sessions: SessionStore
+    limiter: RateLimiter
+    feed: WriteFeed
+    metrics: Metrics
+    keys: dict[str, str]  # secret -> tenant
+    demo_token: str | None
+    redis: object | None = None
+    closers: list = field(default_factory=list)
+
+    def tenant_of(self, token: str | None) -> str | None:
+        """The key name a token belongs to; compared in constant time."""
+        if not token:
+            return None
+        found = None
+        for secret, tenant in self.keys.items():
+            if hmac.compare_digest(secret.encode(), token.encode()):
+                found = tenant
+        return found
+
+
+def scoped(tenant: str, player_id: str) -> str:
+    """The player id the pipeline and the store see: players live under their key."""
+    return f"{tenant}/{player_id}"
+
+
+def create_app(settings: ServerSettings | None = None, *, backbone: Generator | None = None) -> FastAPI:
+    """Builds the app.
+
+    Args:
+        settings: runtime settings; read from the environment when None.
+        backbone: an already built generator (tests pass a scripted fake or a tiny model);
+            the lifespan loads `settings.model` when None.
+    """
+    settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        services = await _start(settings, backbone)
+        app.state.services = services
+        log.info("Companion server ready (redis: %s)", describe(settings.redis_url or "in-process"))
+        try:
+            yield
+        finally:
+            for close in reversed(services.closers):
+                try:
+                    await close()
+                except Exception:
+                    log.exception("error while shutting down")
+
+    app = FastAPI(
+        title="Companion",
+        version="0.1.0",
+        description="NPC companions with persona, memory and empathy. WebSocket protocol v1 at /v1/ws.",
+        lifespan=lifespan,
+    )
+    from server import rest, websocket  # the routes import Services from here
+
+    app.include_router(rest.router)
+    app.include_router(websocket.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+async def _start(settings: ServerSettings, backbone: Generator | None) -> Services:
+    keys = settings.key_table()
+    demo_token = None
+    if settings.demo:
+        demo_token = settings.demo_token or secrets.token_urlsafe(18)
+        keys = {**keys, demo_token: DEMO_TENANT}
+    metrics, feed = Metrics(), WriteFeed()
+    closers: list = []
+    redis_client = None
+    if settings.redis_url:
+        redis_client = connect(settings.redis_url)
+        try:
+            await redis_client.ping()
+        except Exception as e:
+            await redis_client.aclose()
+            raise BackendUnavailableError(
+                f"REDIS_URL={describe(settings.redis_url)} is set but Redis does not answer ({e}). "
+                "Start redis-server, fix the URL, or unset REDIS_URL to run everything in-process."
+            ) from e
+        closers.append(redis_client.aclose)
+        url = settings.redis_url
+        buffer = RedisBuffer(redis_client, url)
+        sessions: SessionStore = RedisSessionStore(redis_client, url)
+        limiter: RateLimiter = RedisRateLimiter(redis_client, url, settings.rate_limit_per_minute)
+
+        def writer_of(summarizer, store):
+            return RedisMemoryWriter(
+                summarizer,
+                store,
+                redis_client,
+                url,
+                consumer=settings.worker_name,
+                failpoints=parse_failpoints(settings.failpoints),
+            )
+    else:
+        buffer, writer_of = None, None
+        sessions, limiter = InProcessSessionStore(), InProcessRateLimiter(settings.rate_limit_per_minute)
+
+    params = GenerationParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+    companion = await asyncio.to_thread(
+        Companion.build,
+        BackboneConfig(model=settings.model),
+        data_dir=settings.data_dir,
+        chroma_url=settings.chroma_url,
+        params=params,
+        buffer=buffer,
+        writer_of=writer_of,
+        backbone=backbone,
+    )
+    closers.append(companion.close)
+    writer = companion.writer
+    writer.listeners.append(metrics.on_written)
+    if redis_client is not None:
+        bridge = RedisFeedBridge(redis_client, feed)
+        writer.listeners.append(bridge.listener)
+        await bridge.start()
+        await writer.start()
+        closers += [bridge.close, writer.close]
+    else:
+        writer.listeners.append(feed.publish)
+    return Services(
+        settings, companion, sessions, limiter, feed, metrics, keys, demo_token, redis_client, closers
+    )
