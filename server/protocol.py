@@ -148,7 +148,7 @@ class MemoryRef(_Message):
 
 
 class ReplyMetadata(_Message):
-    strategy: str = Field(description="The reflection decision: refuse, comfort, recall or answer.")
+    strategy: str = Field(description="The reflection decision: answer, support, recall or refuse.")
     emotion: str = Field(description="The player's emotion as read: joy, sadness, anger, fear or neutral.")
     refused: bool
     memories_used: list[MemoryRef]
