@@ -76,12 +76,15 @@ class RedisMemoryWriter:
 
     async def start(self) -> None:
         async with reachable(self.url):
-            try:
-                await self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
-            except ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+            await self._create_group()
         self._worker = asyncio.create_task(self._run(), name="memory-writer")
+
+    async def _create_group(self) -> None:
+        try:
+            await self.client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
 
     async def close(self) -> None:
         if self._worker is not None:
@@ -147,6 +150,11 @@ class RedisMemoryWriter:
                 log.warning("memory writer: Redis unreachable (%s); retrying in %.1f s", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                log.warning("memory writer: the stream or group is gone (a flushed Redis?); recreating it")
+                await self._create_group()
 
     async def _read(self, start: str, *, count: int = 16, block_ms: int | None = None) -> list:
         reply = await self.client.xreadgroup(

@@ -61,3 +61,36 @@ def embedded_store(tmp_path, minilm):
     from memory.store import ChromaMemoryStore
 
     return ChromaMemoryStore.embedded(tmp_path / "chroma", minilm)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A real redis-server for the session (skips without it, fails under CI=true)."""
+    from services import RedisProcess
+
+    server = RedisProcess(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def redis_url(redis_server):
+    """The session's Redis, emptied for this test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tokenizer):
+    """A tiny random Mixtral saved as a transformers checkpoint with the default tokenizer,
+    for server processes whose replies' wording is not the point (loads in a blink)."""
+    from tiny_models import tiny_mixtral
+
+    path = tmp_path_factory.mktemp("tiny-mixtral")
+    tiny_mixtral().save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
