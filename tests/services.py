@@ -51,8 +51,19 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+            [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -86,7 +97,10 @@ class ServerProcess:
     def start(self, timeout: float = 120) -> ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--log-level", "warning"], cwd=ROOT, env=self.env, stdout=log,
+            [sys.executable, "-m", "server", "--log-level", "warning"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout

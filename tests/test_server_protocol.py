@@ -9,10 +9,10 @@ import jsonschema
 import pytest
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
+from test_pipeline import FakeScriptedGenerator
 
 from server import ServerSettings, create_app
 from server.protocol import MAX_FRAME_BYTES, schemas, write_schemas
-from test_pipeline import FakeScriptedGenerator
 
 KEY_A, KEY_B = "key-a-secret-1", "key-b-secret-2"
 AUTH_A, AUTH_B = {"Authorization": f"Bearer {KEY_A}"}, {"Authorization": f"Bearer {KEY_B}"}
@@ -44,7 +44,10 @@ class FakeFailingGenerator:
 
 def _app(tmp_path, generator=None, **settings):
     settings = ServerSettings(
-        data_dir=tmp_path, api_keys=f"studio-a:{KEY_A},studio-b:{KEY_B}", demo_token="demo-token-123", **settings
+        data_dir=tmp_path,
+        api_keys=f"studio-a:{KEY_A},studio-b:{KEY_B}",
+        demo_token="demo-token-123",
+        **settings,
     )
     return create_app(settings, backbone=generator or FakeScriptedGenerator())
 
@@ -117,7 +120,11 @@ def test_ping_pong_and_bye_closes_normally(client):
         (json.dumps({"type": "hello", "token": KEY_A, "npc_id": "mira"}), "bad_message", "player_id"),
         (json.dumps({"type": "ping", "id": "x", "extra": 1}), "bad_message", "extra"),
         (json.dumps({"type": "say", "id": "1", "text": "x" * 2001}), "bad_message", "text"),
-        (json.dumps({"type": "say", "id": "1", "text": "x" * (MAX_FRAME_BYTES + 10)}), "frame_too_large", "limit"),
+        (
+            json.dumps({"type": "say", "id": "1", "text": "x" * (MAX_FRAME_BYTES + 10)}),
+            "frame_too_large",
+            "limit",
+        ),
         (json.dumps({"type": "say", "id": "1", "text": "hi"}), "not_ready", "hello"),
         (json.dumps({"type": "game_event", "text": "a door slams"}), "not_ready", "hello"),
     ],
@@ -173,7 +180,9 @@ def test_two_keys_never_see_each_others_players(client):
         session = _hello(ws, key=KEY_A, player="p1")["session_id"]
         _say(ws, "I have a really sensitive stomach.")
     _drain(client)
-    assert [e["type"] for e in client.get("/v1/players/p1/memories", headers=AUTH_A).json()["events"]] == ["health"]
+    assert [e["type"] for e in client.get("/v1/players/p1/memories", headers=AUTH_A).json()["events"]] == [
+        "health"
+    ]
     assert client.get("/v1/players/p1/memories", headers=AUTH_B).json()["events"] == []
     assert client.get("/v1/players/p1/memories/export", headers=AUTH_B).json()["events"] == []
     assert client.delete("/v1/players/p1/memories", headers=AUTH_B).json()["deleted_events"] == 0
@@ -236,7 +245,9 @@ def test_rate_limit_per_key(tmp_path):
             _say(ws, "One.")
             _say(ws, "Two.", "m2")
             _, third = _say(ws, "Three.", "m3")
-            assert third["code"] == "rate_limited" and third["reply_to"] == "m3" and third["retry_after_s"] > 0
+            assert (
+                third["code"] == "rate_limited" and third["reply_to"] == "m3" and third["retry_after_s"] > 0
+            )
         with client.websocket_connect("/v1/ws") as ws:  # another key has its own budget
             _hello(ws, key=KEY_B)
             assert _say(ws, "One.")[1]["type"] == "reply"

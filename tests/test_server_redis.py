@@ -9,13 +9,13 @@ import httpx
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from services import RedisProcess, ServerProcess
+from test_pipeline import FakeScriptedGenerator
+from test_server_protocol import AUTH_A, KEY_A, _hello, _say
 
 from server import ServerSettings, create_app
 from server.client import CompanionClient
 from server.redis_memory_writer import GROUP, STREAM
-from services import RedisProcess, ServerProcess
-from test_pipeline import FakeScriptedGenerator
-from test_server_protocol import AUTH_A, KEY_A, _hello, _say
 
 KEYS = f"studio-a:{KEY_A}"
 
@@ -38,7 +38,10 @@ def test_buffer_and_session_survive_a_server_restart(tmp_path, redis_url):
         with client.websocket_connect("/v1/ws") as ws:
             ready = _hello(ws, session_id=session)
             assert ready["resumed"] is True
-            assert [h["text"] for h in ready["history"]] == ["My name is Tomas and I forge horseshoes.", reply["text"]]
+            assert [h["text"] for h in ready["history"]] == [
+                "My name is Tomas and I forge horseshoes.",
+                reply["text"],
+            ]
             _say(ws, "What do I do for a living?")
         prompt = json.dumps(restarted.prompts[-1])
         assert "forge horseshoes" in prompt and "lit a candle" in prompt
@@ -78,7 +81,9 @@ def test_a_server_killed_mid_write_writes_every_event_exactly_once_after_restart
         "COMPANION_WORKER_NAME": "worker-1",
         "COMPANION_DEMO": "false",
     }
-    doomed = ServerProcess({**env, "COMPANION_FAILPOINTS": f"{failpoint}=exit"}, tmp_path / "server1.log").start()
+    doomed = ServerProcess(
+        {**env, "COMPANION_FAILPOINTS": f"{failpoint}=exit"}, tmp_path / "server1.log"
+    ).start()
     try:
         asyncio.run(_tell(doomed.ws, "I have a really sensitive stomach."))
         assert doomed.wait_exit(60) == 75, doomed.log()  # the failpoint's exit: killed mid-write
@@ -123,8 +128,9 @@ def test_redis_going_away_is_a_clear_error_and_loses_nothing(tmp_path):
 
 
 def test_a_server_refuses_to_start_on_an_unreachable_redis(tmp_path):
-    from server.errors import BackendUnavailableError
     from services import free_port
+
+    from server.errors import BackendUnavailableError
 
     app = _redis_app(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
     with pytest.raises(BackendUnavailableError, match="unset REDIS_URL"):
