@@ -64,7 +64,11 @@ class MiniLMEmbedder:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
             vectors = self._model.encode(
-                missing, normalize_embeddings=True, convert_to_numpy=True, batch_size=64
+                missing,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                batch_size=64,
+                show_progress_bar=False,
             )
             with self._lock:
                 for text, vector in zip(missing, vectors, strict=True):

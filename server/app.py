@@ -16,8 +16,9 @@ from fastapi.staticfiles import StaticFiles
 
 from companion.assembly import Companion
 from companion.backbone import BackboneConfig, GenerationParams
+from companion.errors import CompanionError
 from companion.protocols import Generator
-from server.errors import BackendUnavailableError
+from server.errors import BackendUnavailableError, ServerError
 from server.feed import RedisFeedBridge, WriteFeed
 from server.metrics import Metrics
 from server.rate_limit import InProcessRateLimiter, RateLimiter
@@ -74,7 +75,11 @@ def create_app(settings: ServerSettings | None = None, *, backbone: Generator | 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        services = await _start(settings, backbone)
+        try:
+            services = await _start(settings, backbone)
+        except (CompanionError, ServerError) as e:  # say what went wrong and what to do, then stop
+            log.error("Companion could not start: %s", e)
+            raise
         app.state.services = services
         log.info("Companion server ready (redis: %s)", describe(settings.redis_url or "in-process"))
         try:

@@ -149,7 +149,9 @@ class MemoryRef(_Message):
 
 class ReplyMetadata(_Message):
     strategy: str = Field(description="The reflection decision: answer, support, recall or refuse.")
-    emotion: str = Field(description="The player's emotion as read: joy, sadness, anger, fear or neutral.")
+    emotion: str = Field(
+        description="The player's emotion as read: neutral, joy, sadness, distress or anger."
+    )
     refused: bool
     memories_used: list[MemoryRef]
     regenerated: bool

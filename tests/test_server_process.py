@@ -1,0 +1,64 @@
+"""`companion-server`, the main job's command, through its real console entry point."""
+
+import subprocess
+from pathlib import Path
+
+import httpx
+from services import ServerProcess, free_port
+
+
+def _run(args, env, timeout=120):
+    import sys
+
+    exe = Path(sys.executable).parent / "companion-server"
+    return subprocess.run([str(exe), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_help_has_an_example(subprocess_env):
+    out = _run(["--help"], subprocess_env)
+    assert out.returncode == 0 and "companion-server --host" in out.stdout
+
+
+def test_it_serves_the_demo_and_health(tmp_path, subprocess_env, tiny_checkpoint):
+    env = {**subprocess_env, "COMPANION_MODEL": str(tiny_checkpoint), "COMPANION_DATA_DIR": str(tmp_path)}
+    env.pop("REDIS_URL", None)
+    server = ServerProcess(env, tmp_path / "log").start()
+    try:
+        page = httpx.get(server.http + "/")
+        assert page.status_code == 200 and "Companion" in page.text and "/static/app.js" in page.text
+        assert httpx.get(server.http + "/static/app.js").status_code == 200
+        assert httpx.get(server.http + "/health").json()["redis"] == "not configured (in-process)"
+        assert httpx.get(server.http + "/demo/config").json()["token"]
+    finally:
+        server.stop()
+
+
+def test_bad_settings_say_what_to_fix(tmp_path, subprocess_env):
+    env = {**subprocess_env, "COMPANION_API_KEYS": "studio-a", "COMPANION_DATA_DIR": str(tmp_path)}
+    out = _run([], env)
+    assert out.returncode == 2 and "expected name:secret" in out.stderr
+
+
+def test_an_unreachable_redis_stops_the_start_with_the_fix(tmp_path, subprocess_env, tiny_checkpoint):
+    env = {
+        **subprocess_env,
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "COMPANION_MODEL": str(tiny_checkpoint),
+        "COMPANION_DATA_DIR": str(tmp_path),
+        "COMPANION_PORT": str(free_port()),
+    }
+    out = _run([], env)
+    assert out.returncode != 0 and "unset REDIS_URL" in out.stderr
+
+
+def test_a_model_that_fails_to_load_stops_the_start_with_the_reason(tmp_path, subprocess_env):
+    env = {
+        **subprocess_env,
+        "COMPANION_MODEL": str(tmp_path / "no-such-checkpoint"),
+        "COMPANION_DATA_DIR": str(tmp_path),
+        "COMPANION_PORT": str(free_port()),
+    }
+    env.pop("REDIS_URL", None)
+    out = _run([], env)
+    assert out.returncode != 0 and "Companion could not start" in out.stderr
+    assert "no-such-checkpoint" in out.stderr

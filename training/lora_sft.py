@@ -1,0 +1,132 @@
+"""LoRA supervised fine-tuning with TRL's SFTTrainer: the one training loop every adapter uses.
+
+Rows are TRL's conversational prompt-completion format
+(`{"prompt": [messages...], "completion": [{"role": "assistant", ...}]}`): the loss
+counts only the completion's tokens. The base weights are frozen; only the adapter
+trains and is saved (peft format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+ATTENTION_MODULES = ("q_proj", "v_proj", "o_proj")  # mixable per row in a batch (companion.backbone.adapters)
+
+
+@dataclass(frozen=True)
+class LoraSFTConfig:
+    """Hyperparameters of one SFT run (YAML: a saved LoraSFTConfig)."""
+
+    steps: int = 60
+    batch_size: int = 4
+    learning_rate: float = 3e-4
+    rank: int = 8
+    max_length: int = 512
+    seed: int = 0
+    target_modules: tuple[str, ...] = ATTENTION_MODULES
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
+            raise ValueError(
+                f"steps, batch_size and rank must be >= 1; got {self.steps}, {self.batch_size}, {self.rank}."
+            )
+        if not 0 < self.learning_rate < 1:
+            raise ValueError(f"learning_rate is {self.learning_rate}; expected a value in (0, 1), e.g. 3e-4.")
+        object.__setattr__(self, "target_modules", tuple(self.target_modules))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> LoraSFTConfig:
+        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+
+
+def load_model(model_dir: str | Path):
+    """(model, tokenizer) from a local checkpoint, fp32 on the CPU, nothing from the hub."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    return model, tokenizer
+
+
+def train_lora_sft(
+    rows: list[dict], out: Path, *, model_dir: str | Path, config: LoraSFTConfig, model=None
+) -> dict:
+    """Trains a LoRA adapter on `rows` and saves it to `out`; returns a summary with the losses.
+
+    Args:
+        rows: conversational prompt-completion rows.
+        out: the adapter directory (adapter_config.json, adapter_model.safetensors).
+        model_dir: the base checkpoint.
+        config: hyperparameters.
+        model: an already loaded base model (tests pass a tiny one); loaded from
+            `model_dir` when None.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    if not rows:
+        raise ValueError("no training rows; build some first (e.g. python -m training.build_dialogues).")
+    torch.manual_seed(config.seed)
+    if model is None:
+        model, tokenizer = load_model(model_dir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = SFTConfig(
+            output_dir=scratch,
+            max_steps=config.steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="constant",
+            logging_steps=max(1, config.steps // 10),
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            gradient_checkpointing=False,
+            max_length=config.max_length,
+            seed=config.seed,
+            disable_tqdm=not os.isatty(2),
+        )
+        lora = LoraConfig(
+            r=config.rank,
+            lora_alpha=2 * config.rank,
+            lora_dropout=0.0,
+            target_modules=list(config.target_modules),
+            task_type="CAUSAL_LM",
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+            peft_config=lora,
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+        out.mkdir(parents=True, exist_ok=True)
+        trainer.model.save_pretrained(out)
+    summary = {
+        "steps": config.steps,
+        "examples": len(rows),
+        "seconds": round(seconds, 1),
+        "first_loss": losses[0] if losses else None,
+        "last_loss": losses[-1] if losses else None,
+        "config": asdict(config),
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
