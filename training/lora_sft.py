@@ -95,7 +95,6 @@ def train_lora_sft(
             report_to="none",
             use_cpu=True,
             bf16=False,
-            gradient_checkpointing=False,
             max_length=config.max_length,
             seed=config.seed,
             disable_tqdm=not os.isatty(2),

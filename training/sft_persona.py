@@ -6,7 +6,8 @@
 The adapter targets attention projections (q, v, o), which peft can mix per row in a
 batch (see companion/backbone/adapters.py). Each NPC line of the persona's example
 dialogues is one completion to learn, after the system prompt and the lines before it.
-The dialogue builder of the training issue will add generated conversations.
+Memory-grounded dialogues from the data builder (training/dialogue_data.py), checked,
+are added for personas with a voice in its bank.
 """
 
 from __future__ import annotations
@@ -14,17 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
-import time
 from pathlib import Path
 
 from companion.backbone.provision import prepare_default_model
 from companion.prompting import persona_system_prompt
 from persona_adapters import Persona, PersonaRegistry
+from training.lora_sft import ATTENTION_MODULES, LoraSFTConfig, train_lora_sft
 
 log = logging.getLogger(__name__)
-TARGET_MODULES = ["q_proj", "v_proj", "o_proj"]
+TARGET_MODULES = ATTENTION_MODULES
 
 
 def persona_conversations(persona: Persona) -> list[dict]:
@@ -44,67 +43,46 @@ def persona_conversations(persona: Persona) -> list[dict]:
     return rows
 
 
-def train_persona_adapter(
-    persona: Persona, out: Path, *, steps: int = 24, learning_rate: float = 3e-4, rank: int = 8, seed: int = 0
-) -> dict:
-    """Trains and saves the adapter (peft format) to `out`; returns a summary with the loss curve."""
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+def builder_conversations(persona: Persona, n: int = 24, seed: int = 0) -> list[dict]:
+    """Memory-grounded dialogues for this persona from the data builder, checked (step 3).
 
+    Only for personas with a voice in training/data/dialogue_bank.yaml; others train on
+    their example dialogues alone.
+    """
+    from companion.reflection import Reflector
+    from memory.embedding import MiniLMEmbedder
+    from training.dialogue_data import TemplateDrafter, check_reply, load_bank, sample_dialogues, sft_row
+
+    bank = load_bank()
+    if persona.id not in bank["voices"]:
+        log.info("no voice for %s in the dialogue bank; training on its example dialogues only", persona.id)
+        return []
+    reflector, drafter = Reflector(MiniLMEmbedder()), TemplateDrafter(bank, seed=seed)
+    rows = []
+    for sample in sample_dialogues([persona], bank, n=n, seed=seed):
+        sample.reply = drafter.draft(sample, persona)
+        if not check_reply(sample.reply, sample, reflector):
+            rows.append(sft_row(sample, persona))
+    return rows
+
+
+def train_persona_adapter(
+    persona: Persona, out: Path, *, steps: int = 24, learning_rate: float = 3e-4, rank: int = 8, seed: int = 0,
+    n_generated: int = 24,
+) -> dict:  # fmt: skip
+    """Trains and saves the adapter (peft format) to `out`; returns a summary with the loss curve."""
     rows = persona_conversations(persona)
     if not rows:
         raise ValueError(
             f"persona {persona.id!r} has no example dialogues ending on the NPC; add some to train on."
         )
-    torch.manual_seed(seed)
-    model_dir = prepare_default_model().moe_dir
-    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
-    with tempfile.TemporaryDirectory() as scratch:
-        config = SFTConfig(
-            output_dir=scratch,
-            max_steps=steps,
-            per_device_train_batch_size=4,
-            learning_rate=learning_rate,
-            lr_scheduler_type="constant",
-            logging_steps=max(1, steps // 10),
-            save_strategy="no",
-            report_to="none",
-            use_cpu=True,
-            bf16=False,
-            gradient_checkpointing=False,
-            max_length=384,
-            seed=seed,
-            disable_tqdm=not os.isatty(2),
-        )
-        lora = LoraConfig(
-            r=rank,
-            lora_alpha=2 * rank,
-            lora_dropout=0.0,
-            target_modules=TARGET_MODULES,
-            task_type="CAUSAL_LM",
-        )
-        trainer = SFTTrainer(
-            model=model,
-            args=config,
-            train_dataset=Dataset.from_list(rows),
-            processing_class=tokenizer,
-            peft_config=lora,
-        )
-        started = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - started
-        losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-        out.mkdir(parents=True, exist_ok=True)
-        trainer.model.save_pretrained(out)
-    # peft writes into <out>/ directly for the default adapter name
-    summary = {"persona": persona.id, "steps": steps, "seconds": round(seconds, 1), "first_loss": losses[0] if losses else None,
-               "last_loss": losses[-1] if losses else None, "examples": len(rows)}  # fmt: skip
+    rows += builder_conversations(persona, n_generated, seed)
+    config = LoraSFTConfig(steps=steps, learning_rate=learning_rate, rank=rank, seed=seed, max_length=640,
+                           target_modules=TARGET_MODULES)  # fmt: skip
+    summary = train_lora_sft(rows, out, model_dir=prepare_default_model().moe_dir, config=config)
+    summary["persona"] = persona.id
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+    return {k: summary[k] for k in ("persona", "steps", "seconds", "first_loss", "last_loss", "examples")}
 
 
 def main(argv: list[str] | None = None) -> None:

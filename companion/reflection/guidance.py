@@ -6,7 +6,7 @@ from companion.reflection.decision import Decision, PostCheck
 from persona_adapters import Persona
 
 
-def _you(content: str) -> str:
+def second_person(content: str) -> str:
     """'The player has a sensitive stomach.' -> 'you have a sensitive stomach' (the NPC speaks to the player)."""
     text = content.rstrip(".")
     for third, second in (
@@ -38,8 +38,8 @@ def guidance(decision: Decision, persona: Persona) -> str:
     if decision.recall:
         first = decision.recall[0]
         lines.append(
-            f"You remember that {_you(first.content)}. Bring it up naturally now, as a caring friend would "
-            f'(for example: "Didn\'t you tell me {_you(first.content)}?").'
+            f"You remember that {second_person(first.content)}. Bring it up naturally now, as a caring friend would "
+            f'(for example: "Didn\'t you tell me {second_person(first.content)}?").'
         )
     return "\n".join(lines)
 
@@ -60,7 +60,7 @@ def correction(check: PostCheck, persona: Persona) -> str:
 
 def recall_line(content: str) -> str:
     """An in-character question that brings a memory up, for a draft that left it out twice."""
-    return f"Didn't you tell me {_you(content)}?"
+    return f"Didn't you tell me {second_person(content)}?"
 
 
 def refusal_line(topic: str | None, persona: Persona) -> str:

@@ -1,0 +1,239 @@
+"""Training (DESIGN §8): the dialogue data builder and its checks, SFT and DPO change only the
+adapter, router training moves experts per token; and every script end to end in smoke mode."""
+
+import json
+import random
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from companion.reflection import Reflector
+from persona_adapters import PersonaRegistry
+from persona_adapters.registry import BUNDLED_DIR
+from tiny_models import tiny_mixtral
+from training.build_dialogues import BuildConfig, build
+from training.dialogue_data import (
+    FAILURE_KINDS,
+    OpenAICompatibleDrafter,
+    TemplateDrafter,
+    check_reply,
+    failure_reply,
+    load_bank,
+    sample_dialogues,
+)
+from training.dpo import DPOSettings, train_dpo
+from training.lora_sft import LoraSFTConfig, train_lora_sft
+from training.train_router import RouterTrainingConfig, router_parameters, train_router
+
+REGISTRY = PersonaRegistry([BUNDLED_DIR])
+PERSONAS = [REGISTRY.get(p) for p in ("mira", "orla", "marlowe")]
+
+
+@pytest.fixture(scope="module")
+def reflector(minilm):
+    return Reflector(minilm)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, reflector):
+    out = tmp_path_factory.mktemp("dialogues")
+    report = build(BuildConfig(n_train=24, n_eval=6), out, registry=REGISTRY, reflector=reflector)
+    return out, report
+
+
+def test_the_builder_writes_sets_that_datasets_and_trl_accept(built, tokenizer):
+    from datasets import load_dataset
+    from trl.data_utils import is_conversational, maybe_apply_chat_template
+
+    out, report = built
+    sft = load_dataset("json", data_files=str(out / "sft.jsonl"), split="train")
+    dpo = load_dataset("json", data_files=str(out / "dpo.jsonl"), split="train")
+    assert len(sft) == report["kept"] > 12 and len(dpo) == report["n_dpo"] >= len(sft)
+    assert set(sft.column_names) == {"prompt", "completion"}
+    assert set(dpo.column_names) == {"prompt", "chosen", "rejected"}
+    for row in [sft[0], dpo[0], dpo[len(dpo) - 1]]:
+        assert is_conversational(row)
+        rendered = maybe_apply_chat_template(row, tokenizer)
+        assert all(isinstance(v, str) and v for v in rendered.values())
+    # multi-turn: the prompt holds the earlier session, then the player's line
+    assert [m["role"] for m in dpo[0]["prompt"]][:3] == ["system", "user", "assistant"]
+    assert all(r["chosen"] != r["rejected"] for r in dpo)
+    evaluation = [json.loads(line) for line in (out / "eval.jsonl").read_text().splitlines()]
+    heldout = set(BuildConfig().heldout_facts)
+    assert all({f["id"] for f in e["told"]} <= heldout for e in evaluation)
+    trained_facts = {line for r in sft for m in r["prompt"] for line in [m["content"]]}
+    assert not any("I hurt my knee badly" in t for t in trained_facts)  # a held-out fact never trains
+
+
+@pytest.mark.parametrize("kind", FAILURE_KINDS)
+def test_the_checks_reject_a_planted_bad_dialogue_of_each_kind(kind, reflector):
+    bank = load_bank()
+    strategy = {"ignored_memory": "recall", "out_of_domain": "refuse"}.get(kind, "recall")
+    rng = random.Random(3)
+    samples = [s for s in sample_dialogues(PERSONAS, bank, n=24, seed=5) if s.strategy == strategy]
+    for sample in samples[:3]:
+        persona = REGISTRY.get(sample.persona_id)
+        good = TemplateDrafter(bank).draft(sample, persona)
+        assert check_reply(good, sample, reflector) == [], good
+        bad = failure_reply(kind, sample, persona, bank, rng)
+        assert check_reply(bad, sample, reflector), f"{kind} not caught: {bad!r}"
+
+
+class FakeOpenAIEndpoint(BaseHTTPRequestHandler):
+    """A loopback stand-in for an OpenAI-compatible server: records requests, answers one line."""
+
+    requests: list = []
+    answer = "Didn't you tell me you have a really sensitive stomach, love? Then maybe go easy on the spice."
+
+    def do_POST(self):  # noqa: N802 - http.server's naming
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeOpenAIEndpoint.requests.append((self.path, self.headers.get("Authorization"), body))
+        payload = json.dumps(
+            {"choices": [{"message": {"role": "assistant", "content": self.answer}}]}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_openai_compatible_drafter_sends_the_pipeline_prompt(reflector):
+    server = HTTPServer(("127.0.0.1", 0), FakeOpenAIEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        bank = load_bank()
+        sample = next(s for s in sample_dialogues(PERSONAS, bank, n=3, seed=1) if s.persona_id == "mira")
+        sample.told = [f for f in bank["facts"] if f["id"] == "stomach"]
+        sample.recall_fact = sample.told[0]
+        drafter = OpenAICompatibleDrafter(
+            f"http://127.0.0.1:{server.server_port}/v1", "local-model", api_key="k"
+        )
+        reply = drafter.draft(sample, REGISTRY.get("mira"))
+        path, auth, body = FakeOpenAIEndpoint.requests[-1]
+        assert path == "/v1/chat/completions" and auth == "Bearer k" and body["model"] == "local-model"
+        assert body["messages"] == sample.messages(REGISTRY.get("mira"))
+        assert reply == FakeOpenAIEndpoint.answer
+        sample.reply = reply
+        assert check_reply(reply, sample, reflector) == []
+    finally:
+        server.shutdown()
+
+
+def test_an_unreachable_endpoint_falls_back_to_the_offline_drafter(tmp_path, reflector):
+    from services import free_port
+
+    config = BuildConfig(n_train=3, n_eval=0, drafter="openai", endpoint=f"http://127.0.0.1:{free_port()}/v1",
+                         model="m")  # fmt: skip
+    report = build(config, tmp_path, registry=REGISTRY, reflector=reflector)
+    assert report["fallback_drafts"] == 3 and report["kept"] == 3
+
+
+def _snapshot(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _base_unchanged(model, before: dict[str, torch.Tensor]) -> None:
+    """Every non-LoRA weight of the (peft-wrapped, in place) model equals its value before training."""
+    compared = 0
+    for name, value in model.state_dict().items():
+        if "lora_" in name:
+            continue
+        key = name.replace("base_model.model.", "").replace(".base_layer", "")
+        assert torch.equal(value, before[key]), f"{key} changed"
+        compared += 1
+    assert compared == len(before)
+
+
+@pytest.fixture(scope="module")
+def sft_adapter(built, tiny_checkpoint, tmp_path_factory):
+    out, _ = built
+    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    model = tiny_mixtral()
+    before = _snapshot(model)
+    adapter = tmp_path_factory.mktemp("sft")
+    config = LoraSFTConfig(steps=3, batch_size=2, max_length=384, learning_rate=1e-2)
+    summary = train_lora_sft(rows, adapter, model_dir=tiny_checkpoint, config=config, model=model)
+    return adapter, model, before, summary
+
+
+def test_sft_trains_only_the_adapter(sft_adapter):
+    adapter, model, before, summary = sft_adapter
+    _base_unchanged(model, before)
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    lora_b = [v for k, v in weights.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: training moved it
+    assert summary["steps"] == 3
+
+
+def test_dpo_starts_from_the_sft_adapter_and_changes_only_it(built, sft_adapter, tiny_checkpoint, tmp_path):
+    out, _ = built
+    adapter, *_ = sft_adapter
+    rows = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()]
+    model = tiny_mixtral()
+    before = _snapshot(model)
+    dpo_out = tmp_path / "dpo"
+    settings = DPOSettings(steps=2, batch_size=2, max_length=384, learning_rate=1e-2)
+    summary = train_dpo(rows, adapter, dpo_out, model_dir=tiny_checkpoint, settings=settings, model=model)
+    _base_unchanged(model, before)
+    sft_weights = load_file(str(adapter / "adapter_model.safetensors"))
+    dpo_weights = load_file(str(dpo_out / "adapter_model.safetensors"))
+    assert sft_weights.keys() == dpo_weights.keys()
+    assert any(not torch.equal(sft_weights[k], dpo_weights[k]) for k in sft_weights)
+    assert summary["pairs"] == len(rows)
+
+
+def test_router_training_changes_only_routers_and_moves_experts_per_token(tokenizer):
+    model = tiny_mixtral()
+    with torch.no_grad():  # fresh routers as upcycling makes them: near-uniform
+        for layer in model.model.layers:
+            layer.mlp.gate.weight.normal_(0, 0.01)
+    before = _snapshot(model)
+    texts = [
+        f"Mira pours a cup of tea for traveller number {i}, who tells her about the road." for i in range(12)
+    ]
+    config = RouterTrainingConfig(steps=8, batch_size=4, max_length=32, learning_rate=0.2, top_p=0.4)
+    report = train_router(model, tokenizer, texts, config, log=lambda *_: None)
+    routers = set(router_parameters(model))
+    assert routers and all(not torch.equal(model.state_dict()[k], before[k]) for k in routers)
+    for name, value in model.state_dict().items():
+        if name not in routers:
+            assert torch.equal(value, before[name]), f"{name} changed"
+    assert report["mean_before"] == pytest.approx(2.0)
+    assert report["mean_after"] < report["mean_before"] - 0.1
+
+
+def _module(args, env, timeout=900):
+    return subprocess.run(
+        [sys.executable, "-m", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
+
+
+@pytest.mark.slow
+def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, default_paths):
+    result = _module(["training.run_all", "--out", str(tmp_path), "--smoke"], subprocess_env)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
+    table = (tmp_path / "evaluation.md").read_text()
+    assert all(f"| {stage} | heldout |" in table for stage in ("base", "sft", "dpo"))
+    for stage in ("sft", "dpo"):
+        assert (tmp_path / stage / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_router_and_summarizer_scripts_run_in_smoke_mode(tmp_path, subprocess_env, default_paths):
+    router = _module(["training.train_router", "--out", str(tmp_path / "router"), "--smoke"], subprocess_env)
+    assert router.returncode == 0, router.stderr[-3000:]
+    assert "| mean |" in router.stdout and (tmp_path / "router" / "router_weights.safetensors").is_file()
+    summarizer = _module(
+        ["training.sft_summarizer", "--out", str(tmp_path / "summ"), "--smoke"], subprocess_env
+    )
+    assert summarizer.returncode == 0, summarizer.stderr[-3000:]
+    assert json.loads(summarizer.stdout.strip().splitlines()[-1])["steps"] == 4

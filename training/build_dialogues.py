@@ -1,0 +1,155 @@
+"""Builds the memory-grounded dialogue data: sample, draft, check, write (training/dialogue_data.py).
+
+    python -m training.build_dialogues --out data/dialogues                     # offline drafter
+    python -m training.build_dialogues --out data/dialogues --smoke             # 24 samples
+    python -m training.build_dialogues --out data/dialogues \\
+        --drafter openai --endpoint http://127.0.0.1:8080/v1 --model qwen2.5-7b-instruct
+
+Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
+held-out samples the evaluation replays) and report.json (kept, dropped and why).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import random
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import yaml
+
+from companion.reflection import Reflector
+from memory.embedding import MiniLMEmbedder
+from persona_adapters import PersonaRegistry
+from training.dialogue_data import (
+    FAILURE_KINDS,
+    OpenAICompatibleDrafter,
+    TemplateDrafter,
+    check_reply,
+    dpo_row,
+    failure_reply,
+    load_bank,
+    sample_dialogues,
+    sft_row,
+)
+
+log = logging.getLogger(__name__)
+CONFIG = Path(__file__).parent / "configs" / "build_dialogues.yaml"
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    n_train: int = 480
+    n_eval: int = 48
+    seed: int = 7
+    heldout_facts: tuple[str, ...] = ("knee", "rain", "dog", "trip")
+    drafter: str = "template"
+    endpoint: str | None = None
+    model: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    rejected_per_sample: int = 2
+    personas: tuple[str, ...] = field(default=("mira", "orla", "marlowe"))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "heldout_facts", tuple(self.heldout_facts))
+        object.__setattr__(self, "personas", tuple(self.personas))
+        if self.drafter not in ("template", "openai"):
+            raise ValueError(f"drafter is {self.drafter!r}; expected 'template' or 'openai'.")
+        if self.drafter == "openai" and not (self.endpoint and self.model):
+            raise ValueError("drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.")
+        if self.n_train < 1 or self.n_eval < 0 or not 1 <= self.rejected_per_sample <= len(FAILURE_KINDS):
+            raise ValueError("n_train >= 1, n_eval >= 0 and 1 <= rejected_per_sample <= 5 are required.")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> BuildConfig:
+        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+
+
+def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = None, reflector=None) -> dict:
+    """Runs the four steps and writes the files; returns the report."""
+    bank = load_bank()
+    registry = registry or PersonaRegistry.default()
+    personas = [registry.get(p) for p in config.personas]
+    reflector = reflector or Reflector(MiniLMEmbedder())
+    heldout = [f for f in bank["facts"] if f["id"] in config.heldout_facts]
+    training_facts = [f for f in bank["facts"] if f["id"] not in config.heldout_facts]
+    template = TemplateDrafter(bank, seed=config.seed)
+    drafter = template
+    if config.drafter == "openai":
+        drafter = OpenAICompatibleDrafter(config.endpoint, config.model, os.environ.get(config.api_key_env))
+    rng = random.Random(config.seed)
+    report: dict = {"config": asdict(config), "drafted": 0, "kept": 0, "dropped": Counter(), "fallback_drafts": 0,
+                    "rejected_kinds": Counter(), "rejected_not_caught": Counter()}  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    sft, dpo = [], []
+    for sample in sample_dialogues(personas, bank, n=config.n_train, seed=config.seed, facts=training_facts):
+        persona = registry.get(sample.persona_id)
+        try:
+            sample.reply = drafter.draft(sample, persona)
+        except (OSError, ValueError) as e:  # the endpoint failed: the offline drafter stands in
+            log.warning("drafter failed on %s (%s); using the template drafter", sample.id, e)
+            report["fallback_drafts"] += 1
+            sample.reply = template.draft(sample, persona)
+        report["drafted"] += 1
+        problems = check_reply(sample.reply, sample, reflector)
+        if problems:
+            report["dropped"].update(problems)
+            continue
+        report["kept"] += 1
+        sft.append(sft_row(sample, persona))
+        kinds = [k for k in FAILURE_KINDS if failure_reply(k, sample, persona, bank, rng) is not None]
+        for kind in rng.sample(kinds, k=min(len(kinds), config.rejected_per_sample)):
+            rejected = failure_reply(kind, sample, persona, bank, rng)
+            if check_reply(
+                rejected, sample, reflector
+            ):  # a rejected side the checks would not catch is no use
+                dpo.append(dpo_row(sample, persona, rejected))
+                report["rejected_kinds"][kind] += 1
+            else:
+                report["rejected_not_caught"][kind] += 1
+    evaluation = sample_dialogues(personas, bank, n=config.n_eval, seed=config.seed + 1000, facts=heldout)
+    _write_jsonl(out / "sft.jsonl", sft)
+    _write_jsonl(out / "dpo.jsonl", dpo)
+    _write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
+    report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation))
+    (out / "report.json").write_text(json.dumps(report, indent=2, default=dict) + "\n", encoding="utf-8")
+    return report
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--smoke", action="store_true", help="24 training samples, 12 held-out")
+    parser.add_argument("--drafter", choices=["template", "openai"])
+    parser.add_argument("--endpoint")
+    parser.add_argument("--model")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    config = BuildConfig.from_file(args.config)
+    overrides = {
+        k: v
+        for k, v in {"drafter": args.drafter, "endpoint": args.endpoint, "model": args.model}.items()
+        if v
+    }
+    if args.smoke:
+        overrides.update(n_train=24, n_eval=12)
+    report = build(replace(config, **overrides), args.out)
+    print(json.dumps({k: report[k] for k in ("drafted", "kept", "n_sft", "n_dpo", "n_eval", "dropped", "rejected_kinds",
+                                             "rejected_not_caught", "fallback_drafts")}, default=dict))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""DPO (TRL's DPOTrainer) over multi-turn conversations, starting from an SFT adapter.
+
+    python -m training.dpo --data data/dialogues --sft-adapter adapters/dialogue-sft --out adapters/dialogue-dpo
+    python -m training.dpo --data data/dialogues --sft-adapter /tmp/sft --out /tmp/dpo --smoke   # 2 steps
+
+Each row's prompt is the whole conversation so far (system prompt with reflection's
+guidance, the earlier session, the player's line); "chosen" is the checked reply and
+"rejected" a realistic failure (ignoring the memory, breaking character, a generic answer,
+an invented fact, explaining an out-of-world thing). The SFT adapter is loaded trainable;
+TRL keeps a frozen copy of it as the reference policy, so DPO moves away from SFT, not
+from the bare backbone. Only the adapter's weights change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import yaml
+
+from companion.backbone.provision import prepare_default_model
+from training.lora_sft import load_model
+
+CONFIG = Path(__file__).parent / "configs" / "dpo.yaml"
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    steps: int = 60
+    batch_size: int = 2
+    learning_rate: float = 5e-5
+    beta: float = 0.1
+    max_length: int = 640
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.")
+        if self.beta <= 0:
+            raise ValueError(f"beta is {self.beta}; expected > 0 (0.1 is usual).")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> DPOSettings:
+        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+
+
+def load_pairs(data: Path) -> list[dict]:
+    return [
+        json.loads(line) for line in (data / "dpo.jsonl").read_text(encoding="utf-8").splitlines() if line
+    ]
+
+
+def train_dpo(
+    rows: list[dict],
+    sft_adapter: Path,
+    out: Path,
+    *,
+    model_dir: str | Path,
+    settings: DPOSettings,
+    model=None,
+) -> dict:
+    """Trains the SFT adapter further with DPO and saves it to `out`; returns a summary.
+
+    Args:
+        model: an already loaded base model (tests pass a tiny one); else from `model_dir`.
+    """
+    import torch
+    from datasets import Dataset
+    from peft import PeftModel
+    from transformers import AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    if not rows:
+        raise ValueError("no preference pairs; run python -m training.build_dialogues first.")
+    torch.manual_seed(settings.seed)
+    if model is None:
+        model, tokenizer = load_model(model_dir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+    policy = PeftModel.from_pretrained(model, str(sft_adapter), is_trainable=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = DPOConfig(
+            output_dir=scratch,
+            max_steps=settings.steps,
+            per_device_train_batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
+            lr_scheduler_type="constant",
+            beta=settings.beta,
+            max_length=settings.max_length,
+            logging_steps=max(1, settings.steps // 10),
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            bf16=False,
+            seed=settings.seed,
+            disable_tqdm=not os.isatty(2),
+        )
+        trainer = DPOTrainer(
+            model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer
+        )
+        started = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - started
+        logs = [e for e in trainer.state.log_history if "loss" in e]
+        out.mkdir(parents=True, exist_ok=True)
+        trainer.model.save_pretrained(str(out), selected_adapters=["default"])
+    summary = {
+        "steps": settings.steps,
+        "pairs": len(rows),
+        "seconds": round(seconds, 1),
+        "first_loss": logs[0]["loss"] if logs else None,
+        "last_loss": logs[-1]["loss"] if logs else None,
+        "last_reward_accuracy": logs[-1].get("rewards/accuracies") if logs else None,
+        "last_reward_margin": logs[-1].get("rewards/margins") if logs else None,
+        "settings": asdict(settings),
+        "sft_adapter": str(sft_adapter),
+    }
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, required=True, help="a build_dialogues output folder")
+    parser.add_argument("--sft-adapter", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser.add_argument("--model-dir", help="base checkpoint; default: the provisioned default MoE")
+    parser.add_argument("--smoke", action="store_true", help="2 steps")
+    args = parser.parse_args(argv)
+    settings = DPOSettings.from_file(args.config)
+    if args.smoke:
+        settings = replace(settings, steps=2, batch_size=1, max_length=384)
+    model_dir = args.model_dir or prepare_default_model().moe_dir
+    summary = train_dpo(
+        load_pairs(args.data), args.sft_adapter, args.out, model_dir=model_dir, settings=settings
+    )
+    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
+
+
+if __name__ == "__main__":
+    main()

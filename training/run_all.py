@@ -1,0 +1,61 @@
+"""Runs the whole training chain: build the data, SFT, DPO from the SFT adapter, evaluate.
+
+    python -m training.run_all --out runs/full            # the configs in training/configs/
+    python -m training.run_all --out /tmp/run --smoke     # every stage in smoke mode (minutes)
+
+Each stage is its own module run as a child process (so each frees its memory); outputs
+land in --out: data/, sft/, dpo/, evaluation.json and evaluation.md (the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def stage(name: str, args: list[str], log: Path) -> str:
+    started = time.perf_counter()
+    print(f"== {name}: python -m {' '.join(args)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+    with log.open("a", encoding="utf-8") as f:
+        f.write(f"== {name}\n{done.stdout}\n{done.stderr}\n")
+    if done.returncode != 0:
+        raise SystemExit(f"{name} failed ({done.returncode}); see {log}:\n{done.stderr[-2000:]}")
+    print(
+        f"   {time.perf_counter() - started:.0f} s: {done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ''}"
+    )
+    return done.stdout
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--eval-limit", type=int, default=24, help="items per evaluation set")
+    args = parser.parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "run.log"
+    smoke = ["--smoke"] if args.smoke else []
+    data, sft, dpo = out / "data", out / "sft", out / "dpo"
+    stage("build data", ["training.build_dialogues", "--out", str(data), *smoke], log)
+    stage("SFT", ["training.sft_dialogue", "--data", str(data), "--out", str(sft), *smoke], log)
+    stage(
+        "DPO",
+        ["training.dpo", "--data", str(data), "--sft-adapter", str(sft), "--out", str(dpo), *smoke],
+        log,
+    )
+    limit = ["--smoke"] if args.smoke else ["--limit", str(args.eval_limit)]
+    table = stage("evaluate", ["training.evaluate", "--data", str(data), "--adapter", f"sft={sft}", "--adapter",
+                               f"dpo={dpo}", "--json", str(out / "evaluation.json"), *limit], log)  # fmt: skip
+    (out / "evaluation.md").write_text(table, encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()
