@@ -128,6 +128,19 @@ def test_the_openai_compatible_drafter_sends_the_pipeline_prompt(reflector):
         server.shutdown()
 
 
+def test_the_local_backbone_drafter_drafts_and_the_checks_judge_it(tokenizer, reflector):
+    from companion.backbone import HFBackbone
+    from training.dialogue_data import BackboneDrafter
+
+    backbone = HFBackbone(tiny_mixtral(), tokenizer)
+    sample = sample_dialogues(PERSONAS, load_bank(), n=1, seed=2)[0]
+    reply = BackboneDrafter(backbone, max_new_tokens=6).draft(sample, REGISTRY.get(sample.persona_id))
+    backbone.close()
+    assert isinstance(reply, str) and reply
+    sample.reply = reply
+    assert "ignored_recall" in check_reply(reply, sample, reflector)  # random weights never recall the fact
+
+
 def test_an_unreachable_endpoint_falls_back_to_the_offline_drafter(tmp_path, reflector):
     from services import free_port
 

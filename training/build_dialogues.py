@@ -4,6 +4,7 @@
     python -m training.build_dialogues --out data/dialogues --smoke             # 24 samples
     python -m training.build_dialogues --out data/dialogues \\
         --drafter openai --endpoint http://127.0.0.1:8080/v1 --model qwen2.5-7b-instruct
+    python -m training.build_dialogues --out data/dialogues --drafter backbone       # the local default model
 
 Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
 held-out samples the evaluation replays) and report.json (kept, dropped and why).
@@ -27,6 +28,7 @@ from memory.embedding import MiniLMEmbedder
 from persona_adapters import PersonaRegistry
 from training.dialogue_data import (
     FAILURE_KINDS,
+    BackboneDrafter,
     OpenAICompatibleDrafter,
     TemplateDrafter,
     check_reply,
@@ -57,8 +59,8 @@ class BuildConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "heldout_facts", tuple(self.heldout_facts))
         object.__setattr__(self, "personas", tuple(self.personas))
-        if self.drafter not in ("template", "openai"):
-            raise ValueError(f"drafter is {self.drafter!r}; expected 'template' or 'openai'.")
+        if self.drafter not in ("template", "openai", "backbone"):
+            raise ValueError(f"drafter is {self.drafter!r}; expected 'template', 'openai' or 'backbone'.")
         if self.drafter == "openai" and not (self.endpoint and self.model):
             raise ValueError("drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.")
         if self.n_train < 1 or self.n_eval < 0 or not 1 <= self.rejected_per_sample <= len(FAILURE_KINDS):
@@ -81,6 +83,10 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
     drafter = template
     if config.drafter == "openai":
         drafter = OpenAICompatibleDrafter(config.endpoint, config.model, os.environ.get(config.api_key_env))
+    elif config.drafter == "backbone":  # the local backbone: `model` is "default" or a checkpoint directory
+        from companion.backbone import BackboneConfig, HFBackbone
+
+        drafter = BackboneDrafter(HFBackbone.from_config(BackboneConfig(model=config.model or "default")))
     rng = random.Random(config.seed)
     report: dict = {"config": asdict(config), "drafted": 0, "kept": 0, "dropped": Counter(), "fallback_drafts": 0,
                     "rejected_kinds": Counter(), "rejected_not_caught": Counter()}  # fmt: skip
@@ -133,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--smoke", action="store_true", help="24 training samples, 12 held-out")
-    parser.add_argument("--drafter", choices=["template", "openai"])
+    parser.add_argument("--drafter", choices=["template", "openai", "backbone"])
     parser.add_argument("--endpoint")
     parser.add_argument("--model")
     args = parser.parse_args(argv)

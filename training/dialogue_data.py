@@ -5,8 +5,9 @@
    hurting player, refuse an out-of-world question in character, or answer plainly.
 2. A `Drafter` writes the NPC's reply to the prompt the pipeline itself would build
    (persona + history + reflection guidance): `OpenAICompatibleDrafter` asks any
-   OpenAI-compatible endpoint (vLLM, llama.cpp server, a hosted API); `TemplateDrafter`
-   is the offline fallback, from the persona voices in `data/dialogue_bank.yaml`.
+   OpenAI-compatible endpoint (vLLM, llama.cpp server, a hosted API), `BackboneDrafter`
+   a local backbone; `TemplateDrafter` is the offline fallback, from the persona voices
+   in `data/dialogue_bank.yaml`.
 3. `check_reply`: the runtime post-check (companion.reflection: breaks character,
    invented or contradicted memory, ignored recall, answered out of domain, too long)
    plus a generic-reply check. Failing dialogues are dropped.
@@ -22,6 +23,7 @@ import logging
 import random
 import re
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -235,6 +237,21 @@ class OpenAICompatibleDrafter:
             raise ValueError(
                 f"{self.url} answered without choices[0].message.content: {str(data)[:200]}"
             ) from e
+
+
+class BackboneDrafter:
+    """Drafts with a local backbone (an `HFBackbone`: the default model or a bigger local one)."""
+
+    def __init__(self, backbone, *, adapter: str | None = None, max_new_tokens: int = 80):
+        self.backbone, self.adapter, self.max_new_tokens = backbone, adapter, max_new_tokens
+
+    def draft(self, sample: DialogueSample, persona: Persona) -> str:
+        import asyncio
+
+        from companion.backbone import GenerationParams
+
+        params = GenerationParams(max_new_tokens=self.max_new_tokens, temperature=0.8, seed=zlib.crc32(sample.id.encode()))
+        return asyncio.run(self.backbone.generate(sample.messages(persona), adapter=self.adapter, params=params)).strip()
 
 
 # ---- step 3: check -----------------------------------------------------------------------
