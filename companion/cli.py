@@ -27,6 +27,10 @@ EXIT_ERROR = 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # run as a program: restart once with heap scrubbing (memory/heap_hygiene.py)
+        from memory.heap_hygiene import reexec_with_heap_scrubbing
+
+        reexec_with_heap_scrubbing()
     parser = _build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):

@@ -96,6 +96,23 @@ def raise_open_file_limit(target: int = 65536) -> int:
     return soft
 
 
+_warned_heap = False
+
+
+def _warn_unscrubbed_heap() -> None:
+    """Once per process: without heap scrubbing a hard delete can leave text in other index files."""
+    global _warned_heap
+    from memory.heap_hygiene import applies_here, scrubbing_active
+
+    if not _warned_heap and applies_here() and not scrubbing_active():
+        _warned_heap = True
+        log.warning(
+            "heap scrubbing is off: after a hard delete, embedded Chroma's index files of other players may "
+            "still hold fragments of the deleted text; start through `companion` or `companion-server`, or call "
+            "memory.heap_hygiene.reexec_with_heap_scrubbing() first"
+        )
+
+
 def chroma_settings():
     from chromadb.config import Settings
 
@@ -144,6 +161,7 @@ class ChromaMemoryStore:
         path = Path(path).expanduser()
         path.mkdir(parents=True, exist_ok=True)
         raise_open_file_limit()
+        _warn_unscrubbed_heap()
         try:
             client = chromadb.PersistentClient(path=str(path), settings=chroma_settings())
         except Exception as e:

@@ -16,6 +16,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from companion.errors import CompanionError
+from memory.heap_hygiene import reexec_with_heap_scrubbing
 from server.app import create_app
 from server.errors import ServerError
 from server.protocol import TRANSPORT_MAX_BYTES
@@ -23,6 +24,8 @@ from server.settings import ServerSettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # run as a program: restart once with heap scrubbing (memory/heap_hygiene.py)
+        reexec_with_heap_scrubbing()
     parser = argparse.ArgumentParser(
         prog="companion-server",
         description=__doc__.split("\n")[0],
