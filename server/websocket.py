@@ -73,6 +73,7 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._reply_task: asyncio.Task | None = None
         self._unsubscribe = None
+        self._notes: set[asyncio.Task] = set()  # memory notes being sent (kept referenced until done)
 
     async def run(self) -> None:
         try:
@@ -320,7 +321,9 @@ class Connection:
                     mentions=event.mention_count,
                 ),
             )
-            asyncio.get_running_loop().create_task(self.send(note))
+            task = asyncio.get_running_loop().create_task(self.send(note))
+            self._notes.add(task)
+            task.add_done_callback(self._notes.discard)
 
     async def error(self, code: str, message: str, **fields) -> None:
         self.services.metrics.errors.labels(code).inc()
