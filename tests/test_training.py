@@ -249,4 +249,4 @@ def test_router_and_summarizer_scripts_run_in_smoke_mode(tmp_path, subprocess_en
         ["training.sft_summarizer", "--out", str(tmp_path / "summ"), "--smoke"], subprocess_env
     )
     assert summarizer.returncode == 0, summarizer.stderr[-3000:]
-    assert json.loads(summarizer.stdout.strip().splitlines()[-1])["steps"] == 4
+    assert json.loads(summarizer.stdout.strip().splitlines()[-1])["steps"] == 2

@@ -1,7 +1,7 @@
 """SFT of the generative summarizer's LoRA adapter (memory.generative_summarizer's adapter slot).
 
     python -m training.sft_summarizer --out adapters/summarizer                  # configs/sft_summarizer.yaml
-    python -m training.sft_summarizer --out /tmp/summarizer --smoke --eval 20     # 4 steps, F1 on 20 dev lines
+    python -m training.sft_summarizer --out /tmp/summarizer --smoke --eval 20     # 2 steps, F1 on 20 dev lines
 
 Rows: the summarizer's own prompt (memory.generative_summarizer.build_messages) for a
 player turn of one or two sentences from the template data built for this project
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--eval", type=int, default=0, help="dev-set lines for the F1 before/after")
-    parser.add_argument("--smoke", action="store_true", help="4 steps on 32 rows")
+    parser.add_argument("--smoke", action="store_true", help="2 short steps on 16 rows")
     args = parser.parse_args(argv)
     config = LoraSFTConfig.from_file(args.config)
     n_rows = args.rows
     if args.smoke:
-        config, n_rows = replace(config, steps=4), 32
+        config, n_rows = replace(config, steps=2, batch_size=2, max_length=512), 16
     model_dir = prepare_default_model().moe_dir
     summary = train_lora_sft(
         summarizer_rows(n_rows, config.seed), args.out, model_dir=model_dir, config=config

@@ -1,7 +1,7 @@
 """Router training for the upcycled MoE: load-balancing loss + entropy term, top-p routing.
 
     python -m training.train_router --out runs/router               # training/configs/router.yaml
-    python -m training.train_router --out /tmp/router --smoke       # 3 steps
+    python -m training.train_router --out /tmp/router --smoke       # 2 steps
 
 Upcycles the dense default checkpoint (companion.backbone.upcycle: every expert a copy of
 the dense MLP, fresh routers), installs dynamic top-p routing, freezes everything but the
@@ -202,17 +202,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--smoke", action="store_true", help="3 steps on a few texts")
+    parser.add_argument("--smoke", action="store_true", help="2 steps on a few texts")
     args = parser.parse_args(argv)
     config = RouterTrainingConfig.from_file(args.config)
     if args.smoke:
-        config = replace(config, steps=3, batch_size=2, max_length=128)
+        config = replace(config, steps=2, batch_size=2, max_length=96)
     paths = prepare_default_model()
     tokenizer = AutoTokenizer.from_pretrained(paths.dense_dir, local_files_only=True)
     dense = AutoModelForCausalLM.from_pretrained(paths.dense_dir, local_files_only=True, dtype=torch.float32)
     model = upcycle_llama_to_mixtral(dense, n_experts=4)
-    texts = training_texts(tokenizer, n=12 if args.smoke else 96)
-    report = train_router(model, tokenizer, texts[: 8 if args.smoke else None], config)
+    texts = training_texts(tokenizer, n=6 if args.smoke else 96)
+    report = train_router(model, tokenizer, texts[: 6 if args.smoke else None], config)
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in router_parameters(model).items()},
               str(args.out / "router_weights.safetensors"))  # fmt: skip
