@@ -33,6 +33,47 @@ def test_it_serves_the_demo_and_health(tmp_path, subprocess_env, tiny_checkpoint
         server.stop()
 
 
+def test_the_python_client_talks_to_a_real_server(tmp_path, subprocess_env, tiny_checkpoint):
+    import asyncio
+
+    from server.client import CompanionClient, CompanionServerError
+
+    key = "client-test-key-1"
+    env = {
+        **subprocess_env,
+        "COMPANION_MODEL": str(tiny_checkpoint),
+        "COMPANION_DATA_DIR": str(tmp_path),
+        "COMPANION_API_KEYS": f"studio:{key}",
+        "COMPANION_MAX_NEW_TOKENS": "6",
+    }
+    env.pop("REDIS_URL", None)
+    server = ServerProcess(env, tmp_path / "log").start()
+
+    async def talk():
+        async with await CompanionClient.connect(
+            server.ws, token=key, player_id="p1", npc_id="orla", subscribe_memory=True
+        ) as npc:
+            assert npc.ready.persona.name == "Chief Orla Vance"
+            await npc.game_event("The reactor alarm went off")
+            frames = [f async for f in npc.say("I'm allergic to peanuts.")]
+            assert frames[-1].type == "reply" and npc.last_reply is frames[-1]
+            assert all(f.type == "token" for f in frames[:-1])
+            assert await npc.ping() < 5
+            session = npc.session_id
+        async with await CompanionClient.connect(server.ws, token=key, player_id="p1", npc_id="orla",
+                                                 session_id=session) as again:  # fmt: skip
+            assert again.ready.resumed and again.ready.history[0].text == "I'm allergic to peanuts."
+        try:
+            await CompanionClient.connect(server.ws, token=key, player_id="p1", npc_id="nobody")
+        except CompanionServerError as e:
+            return e.code
+
+    try:
+        assert asyncio.run(talk()) == "unknown_persona"
+    finally:
+        server.stop()
+
+
 def test_bad_settings_say_what_to_fix(tmp_path, subprocess_env):
     env = {**subprocess_env, "COMPANION_API_KEYS": "studio-a", "COMPANION_DATA_DIR": str(tmp_path)}
     out = _run([], env)

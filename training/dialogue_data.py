@@ -250,8 +250,12 @@ class BackboneDrafter:
 
         from companion.backbone import GenerationParams
 
-        params = GenerationParams(max_new_tokens=self.max_new_tokens, temperature=0.8, seed=zlib.crc32(sample.id.encode()))
-        return asyncio.run(self.backbone.generate(sample.messages(persona), adapter=self.adapter, params=params)).strip()
+        params = GenerationParams(
+            max_new_tokens=self.max_new_tokens, temperature=0.8, seed=zlib.crc32(sample.id.encode())
+        )
+        return asyncio.run(
+            self.backbone.generate(sample.messages(persona), adapter=self.adapter, params=params)
+        ).strip()
 
 
 # ---- step 3: check -----------------------------------------------------------------------
