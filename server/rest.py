@@ -85,7 +85,7 @@ async def health(services: ServicesDep) -> JSONResponse:
     backbone = services.companion.backbone
     checks: dict[str, Any] = {
         "backbone": "loaded",
-        "model": getattr(backbone, "info", lambda: {})().get("source"),
+        "model": getattr(backbone, "source", None),  # not info(): that sums every parameter
     }
     ok = True
     if services.redis is None:

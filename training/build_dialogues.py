@@ -21,8 +21,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import yaml
-
+from companion.backbone.config import dataclass_from_yaml
 from companion.reflection import Reflector
 from memory.embedding import MiniLMEmbedder
 from persona_adapters import PersonaRegistry
@@ -37,9 +36,11 @@ from training.dialogue_data import (
     load_bank,
     sample_dialogues,
     sft_row,
+    write_jsonl,
 )
 
 log = logging.getLogger(__name__)
+
 CONFIG = Path(__file__).parent / "configs" / "build_dialogues.yaml"
 
 
@@ -68,7 +69,7 @@ class BuildConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> BuildConfig:
-        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+        return dataclass_from_yaml(cls, path)
 
 
 def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = None, reflector=None) -> dict:
@@ -118,18 +119,12 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
             else:
                 report["rejected_not_caught"][kind] += 1
     evaluation = sample_dialogues(personas, bank, n=config.n_eval, seed=config.seed + 1000, facts=heldout)
-    _write_jsonl(out / "sft.jsonl", sft)
-    _write_jsonl(out / "dpo.jsonl", dpo)
-    _write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
+    write_jsonl(out / "sft.jsonl", sft)
+    write_jsonl(out / "dpo.jsonl", dpo)
+    write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
     report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation))
     (out / "report.json").write_text(json.dumps(report, indent=2, default=dict) + "\n", encoding="utf-8")
     return report
-
-
-def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -301,6 +301,17 @@ def failure_reply(
     raise ValueError(f"unknown failure kind {kind!r}; expected one of {', '.join(FAILURE_KINDS)}")
 
 
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object per line: the files build_dialogues writes and the trainers read."""
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
 def sft_row(sample: DialogueSample, persona: Persona) -> dict:
     return {
         "prompt": sample.messages(persona),

@@ -21,9 +21,9 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import yaml
-
+from companion.backbone.config import dataclass_from_yaml
 from companion.backbone.provision import prepare_default_model
+from training.dialogue_data import read_jsonl
 from training.lora_sft import load_model
 
 CONFIG = Path(__file__).parent / "configs" / "dpo.yaml"
@@ -46,13 +46,11 @@ class DPOSettings:
 
     @classmethod
     def from_file(cls, path: str | Path) -> DPOSettings:
-        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+        return dataclass_from_yaml(cls, path)
 
 
 def load_pairs(data: Path) -> list[dict]:
-    return [
-        json.loads(line) for line in (data / "dpo.jsonl").read_text(encoding="utf-8").splitlines() if line
-    ]
+    return read_jsonl(data / "dpo.jsonl")
 
 
 def train_dpo(

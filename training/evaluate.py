@@ -35,7 +35,7 @@ from memory.events import MemoryEvent, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
-from training.dialogue_data import GENERIC, DialogueSample
+from training.dialogue_data import GENERIC, DialogueSample, read_jsonl
 from training.scenarios import load_scenarios
 
 
@@ -51,8 +51,8 @@ class EvalItem:
 
 def heldout_items(data: Path, registry: PersonaRegistry, limit: int | None = None) -> list[EvalItem]:
     items = []
-    for line in (data / "eval.jsonl").read_text(encoding="utf-8").splitlines()[:limit]:
-        sample = DialogueSample(**json.loads(line))
+    for row in read_jsonl(data / "eval.jsonl")[:limit]:
+        sample = DialogueSample(**row)
         persona = registry.get(sample.persona_id)
         items.append(
             EvalItem(

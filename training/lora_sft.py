@@ -12,10 +12,10 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
+from companion.backbone.config import dataclass_from_yaml
 
 ATTENTION_MODULES = ("q_proj", "v_proj", "o_proj")  # mixable per row in a batch (companion.backbone.adapters)
 
@@ -31,7 +31,6 @@ class LoraSFTConfig:
     max_length: int = 512
     seed: int = 0
     target_modules: tuple[str, ...] = ATTENTION_MODULES
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
@@ -44,7 +43,7 @@ class LoraSFTConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> LoraSFTConfig:
-        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+        return dataclass_from_yaml(cls, path)
 
 
 def load_model(model_dir: str | Path):

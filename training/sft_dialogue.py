@@ -17,15 +17,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from companion.backbone.provision import prepare_default_model
+from training.dialogue_data import read_jsonl
 from training.lora_sft import LoraSFTConfig, train_lora_sft
 
 CONFIG = Path(__file__).parent / "configs" / "sft_dialogue.yaml"
 
 
 def load_rows(data: Path, persona_name: str | None = None) -> list[dict]:
-    rows = [
-        json.loads(line) for line in (data / "sft.jsonl").read_text(encoding="utf-8").splitlines() if line
-    ]
+    rows = read_jsonl(data / "sft.jsonl")
     if persona_name:
         rows = [r for r in rows if r["prompt"][0]["content"].startswith(f"You are {persona_name}.")]
     return rows

@@ -23,7 +23,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import yaml
+from companion.backbone.config import dataclass_from_yaml
 
 CONFIG = Path(__file__).parent / "configs" / "router.yaml"
 
@@ -49,7 +49,7 @@ class RouterTrainingConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RouterTrainingConfig:
-        return cls(**(yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}))
+        return dataclass_from_yaml(cls, path)
 
 
 def router_parameters(model) -> dict[str, object]:
@@ -170,7 +170,7 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
 def training_texts(tokenizer, n: int) -> list[str]:
     """Persona example dialogues and builder dialogues, rendered with the chat template."""
     from persona_adapters import PersonaRegistry
-    from training.dialogue_data import TemplateDrafter, load_bank, sample_dialogues
+    from training.dialogue_data import TemplateDrafter, load_bank, sample_dialogues, sft_row
     from training.sft_persona import persona_conversations
 
     registry, bank = PersonaRegistry.default(), load_bank()
@@ -180,12 +180,7 @@ def training_texts(tokenizer, n: int) -> list[str]:
     for sample in sample_dialogues(personas, bank, n=n, seed=1):
         persona = registry.get(sample.persona_id)
         sample.reply = drafter.draft(sample, persona)
-        rows.append(
-            {
-                "prompt": sample.messages(persona),
-                "completion": [{"role": "assistant", "content": sample.reply}],
-            }
-        )
+        rows.append(sft_row(sample, persona))
     return [tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=False) for r in rows]
 
 

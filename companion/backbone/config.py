@@ -97,7 +97,7 @@ class BackboneConfig:
         Raises:
             ConfigError: the file is missing, is not a mapping, or names unknown keys.
         """
-        return _from_yaml(cls, path)
+        return dataclass_from_yaml(cls, path)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -146,7 +146,12 @@ class GenerationParams:
             )
 
 
-def _from_yaml(cls: type, path: str | Path) -> Any:
+def dataclass_from_yaml(cls: type, path: str | Path) -> Any:
+    """An instance of dataclass `cls` from a YAML mapping of its fields (the `from_file` of every config).
+
+    Raises:
+        ConfigError: the file is missing, is not a mapping, or names unknown keys.
+    """
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
