@@ -7,8 +7,8 @@ every freed and newly allocated chunk with a fixed byte (`MALLOC_PERTURB_`), but
 per-thread cache (tcache) skips that fill, so the cache is turned off too
 (`glibc.malloc.tcache_count=0`). Both settings are read when the process starts, so the
 entry points (`companion`, `companion-server`) re-execute themselves once with them set:
-with them, 0 of 30 runs leaked. Set COMPANION_HEAP_SCRUB=0 to opt out (it costs some
-allocation speed; see the closing note of the session that added it for the figures).
+with them, 0 of 30 runs leaked. Measured here, decoding, ingest and search ran no slower
+with scrubbing on. Set COMPANION_HEAP_SCRUB=0 to opt out.
 """
 
 from __future__ import annotations
