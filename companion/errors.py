@@ -30,3 +30,10 @@ class UnsupportedRoutingError(CompanionError):
 
 class GenerationFailedError(CompanionError):
     """The backbone raised while generating; the cause is chained."""
+
+
+class EngineUnavailableError(CompanionError):
+    """The engine cannot serve now: its server is down or unreachable, or its worker stopped.
+
+    Transient: the same request may succeed once the engine is back.
+    """

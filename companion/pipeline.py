@@ -8,6 +8,7 @@ the memory writer without waiting for it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -22,7 +23,7 @@ from companion.backbone.streaming import GenerationSummary
 from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
 from companion.errors import AdapterError
 from companion.memory_writer import MemoryWriter
-from companion.prompting import build_messages
+from companion.prompting import build_messages, with_correction
 from companion.protocols import Generator
 from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
 from companion.reflection.guidance import recall_line, refusal_line
@@ -149,24 +150,19 @@ class TurnPipeline:
         ]
         messages = build_messages(persona, chat, text, guidance=guidance(decision, persona), world=world)
 
+        adapter = await asyncio.to_thread(self._adapter, persona)  # a first load may convert files
         checks: list[PostCheck] = []
         summary, routing = GenerationSummary(), RoutingStats()
         draft = ""
         for attempt in (1, 2):
             if attempt == 2:
                 yield TurnEvent("restart", text=correction(checks[-1], persona), attempt=2)
-                messages = [
-                    {
-                        **messages[0],
-                        "content": messages[0]["content"] + "\n" + correction(checks[-1], persona),
-                    },
-                    *messages[1:],
-                ]
+                messages = with_correction(messages, correction(checks[-1], persona))
             pieces: list[str] = []
             summary, routing = GenerationSummary(), RoutingStats()
             async for delta in self.generator.stream(
                 messages,
-                adapter=self._adapter(persona),
+                adapter=adapter,
                 params=self.params,
                 summary=summary,
                 routing_stats=routing,
@@ -217,12 +213,10 @@ class TurnPipeline:
         yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
 
     def _adapter(self, persona: Persona) -> str | None:
-        """The persona's adapter, loaded on first use; None when it has none (or the backbone takes none)."""
-        adapters = getattr(self.generator, "adapters", None)
-        if adapters is None:
-            return None
+        """The persona's adapter, loaded on first use; None when it has none (or it does not fit)."""
+        adapters = self.generator.adapters
         if (
-            persona.id not in adapters.names()
+            not adapters.has(persona.id)
             and self.adapter_dir_of is not None
             and persona.id not in self._unusable
         ):
@@ -234,7 +228,7 @@ class TurnPipeline:
                 except AdapterError as e:  # e.g. trained for another backbone: the persona speaks without it
                     self._unusable.add(persona.id)
                     log.warning("persona %s speaks without its adapter: %s", persona.id, e)
-        return persona.id if persona.id in adapters.names() else None
+        return persona.id if adapters.has(persona.id) else None
 
 
 def _finalize(

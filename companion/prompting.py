@@ -39,7 +39,13 @@ def build_messages(
     guidance: str = "",
     world: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """System prompt (with this turn's guidance), then the conversation so far, then the player's line.
+    """The persona's system prompt, the conversation so far, this turn's note, the player's line.
+
+    What changes every turn (lore that matches the line, game events, reflection's
+    guidance) goes in a second system message just before the player's line, never inside
+    the persona's system prompt: an engine with a prefix cache then reuses the persona
+    prompt across players and the conversation across turns (NOTES: prefill is the cost
+    when many players talk at once).
 
     Args:
         persona: who answers.
@@ -49,14 +55,31 @@ def build_messages(
         guidance: reflection's instructions for this turn (see companion.reflection.guidance).
         world: things that just happened in the game that the NPC saw, oldest first.
     """
-    system = persona_system_prompt(persona)
-    if lore := persona.lore_for(user_text):
-        system += "\nWhat you know about this: " + " ".join(lore)
-    if world:
-        system += "\nJust now, you saw: " + " ".join(w.rstrip(".") + "." for w in world)
-    if guidance:
-        system += f"\n\nFor this reply:\n{guidance}"
-    messages = [{"role": "system", "content": system}]
+    messages = [{"role": "system", "content": persona_system_prompt(persona)}]
     messages.extend({"role": m["role"], "content": m["content"]} for m in history)
+    if note := turn_note(persona, user_text, guidance=guidance, world=world):
+        messages.append({"role": "system", "content": note})
     messages.append({"role": "user", "content": user_text})
     return messages
+
+
+def turn_note(persona: Persona, user_text: str, *, guidance: str = "", world: Sequence[str] = ()) -> str:
+    """This turn's context for the persona: matching lore, what it just saw, how to answer."""
+    parts = []
+    if lore := persona.lore_for(user_text):
+        parts.append("What you know about this: " + " ".join(lore))
+    if world:
+        parts.append("Just now, you saw: " + " ".join(w.rstrip(".") + "." for w in world))
+    if guidance:
+        parts.append(f"For this reply:\n{guidance}")
+    return "\n".join(parts)
+
+
+def with_correction(messages: Sequence[Message], correction: str) -> list[dict[str, str]]:
+    """`messages` with a correction added to this turn's note (a second draft after a failed check)."""
+    out = [dict(m) for m in messages]
+    if len(out) >= 2 and out[-2]["role"] == "system" and len(out) > 2:
+        out[-2]["content"] += "\n" + correction
+    else:
+        out.insert(len(out) - 1, {"role": "system", "content": correction})
+    return out

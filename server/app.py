@@ -105,6 +105,28 @@ def create_app(settings: ServerSettings | None = None, *, backbone: Generator | 
     return app
 
 
+def build_engine_from(settings: ServerSettings) -> Generator:
+    """The engine the settings name, loaded (blocking: call it off the event loop)."""
+    from companion.backbone.engines import build_engine
+    from companion.backbone.llamacpp_config import LlamaCppConfig
+    from companion.backbone.openai_engine import OpenAIEngineConfig
+
+    return build_engine(
+        settings.engine,
+        hf=BackboneConfig(model=settings.model),
+        llamacpp=LlamaCppConfig(
+            model=settings.model, gguf_type=settings.llamacpp_gguf_type, n_slots=settings.llamacpp_slots
+        ),
+        openai=OpenAIEngineConfig(
+            base_url=settings.openai_base_url,
+            model=settings.openai_model,
+            api_key=settings.openai_api_key,
+            persona_models=settings.persona_models(),
+            timeout_s=settings.openai_timeout_s,
+        ),
+    )
+
+
 async def _start(settings: ServerSettings, backbone: Generator | None) -> Services:
     keys = settings.key_table()
     demo_token = None
@@ -144,6 +166,9 @@ async def _start(settings: ServerSettings, backbone: Generator | None) -> Servic
         sessions, limiter = InProcessSessionStore(), InProcessRateLimiter(settings.rate_limit_per_minute)
 
     params = GenerationParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
+    if backbone is None:
+        backbone = await asyncio.to_thread(build_engine_from, settings)
+    metrics.set_engine(backbone.info())
     companion = await asyncio.to_thread(
         Companion.build,
         BackboneConfig(model=settings.model),

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    disable_created_metrics,
+    generate_latest,
+)
 
 disable_created_metrics()  # the *_created timestamp series only double the scrape for us
 
@@ -34,9 +42,18 @@ class Metrics:
         self.errors = Counter(
             "companion_errors", "Error messages sent, by code.", ["code"], registry=self.registry
         )
+        self.engine = Info(
+            "companion_engine", "Which engine and model serve replies.", registry=self.registry
+        )
+        self.engine_up = Gauge(
+            "companion_engine_up", "1 when the engine answered its last health check.", registry=self.registry
+        )
         self.connections = Counter(
             "companion_connections", "WebSocket connections accepted.", registry=self.registry
         )
+
+    def set_engine(self, info: dict) -> None:
+        self.engine.info({k: str(info.get(k, "")) for k in ("engine", "source", "architecture")})
 
     def on_written(self, player_id: str, npc_id: str, writes) -> None:
         for write in writes:

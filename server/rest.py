@@ -83,11 +83,14 @@ async def demo_config(services: ServicesDep) -> dict[str, Any]:
 @router.get("/health")
 async def health(services: ServicesDep) -> JSONResponse:
     backbone = services.companion.backbone
+    engine = await backbone.health()
+    services.metrics.engine_up.set(1 if engine.ok else 0)
     checks: dict[str, Any] = {
-        "backbone": "loaded",
-        "model": getattr(backbone, "source", None),  # not info(): that sums every parameter
+        "engine": backbone.kind,
+        "engine_status": "ok" if engine.ok else f"unavailable: {engine.detail}",
+        "model": getattr(backbone, "source", None),  # not info(): hf's sums every parameter
     }
-    ok = True
+    ok = engine.ok
     if services.redis is None:
         checks["redis"] = "not configured (in-process)"
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,7 +19,18 @@ class ServerSettings(BaseSettings):
     Attributes:
         host, port: where uvicorn listens. The default serves loopback only.
         data_dir: the embedded memory store and user personas.
-        model: the backbone: "default" (offline SmolLM2 MoE) or a local checkpoint directory.
+        engine: what generates replies: "auto" (llamacpp when llama-cpp-python is installed
+            and the model is the default or a .gguf file, else hf), "llamacpp", "hf" or "openai".
+        model: "default" (offline SmolLM2 MoE), a .gguf file (llamacpp) or a local checkpoint
+            directory (hf).
+        llamacpp_gguf_type: which GGUF of the default model llamacpp serves: q8_0 (fastest),
+            f16 (greedy parity with hf) or f32.
+        llamacpp_slots: sequences llamacpp holds: replies in flight plus cached conversations.
+        openai_base_url, openai_model, openai_api_key: the OpenAI-compatible server
+            (engine=openai), e.g. http://127.0.0.1:8080/v1 for llama.cpp's server.
+        openai_persona_models: "persona=model,..." for servers that serve a persona as a
+            model name (vLLM LoRA modules, Ollama); llama.cpp servers are asked instead.
+        openai_timeout_s: seconds without bytes from that server before a reply fails.
         max_new_tokens, temperature: reply decoding.
         chroma_url: a Chroma server (http://host:port) instead of the embedded store.
         redis_url: Redis for buffers, sessions, the memory-writer queue and rate limits
@@ -37,7 +49,15 @@ class ServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     data_dir: Path = Field(default_factory=default_data_dir)
+    engine: Literal["auto", "llamacpp", "hf", "openai"] = "auto"
     model: str = "default"
+    llamacpp_gguf_type: Literal["q8_0", "f16", "f32"] = "q8_0"
+    llamacpp_slots: int = Field(24, ge=1, le=256)
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_model: str | None = None
+    openai_api_key: str | None = None
+    openai_persona_models: str = ""
+    openai_timeout_s: float = Field(60.0, gt=0)
     max_new_tokens: int = Field(80, ge=1, le=2048)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     chroma_url: str | None = None
@@ -62,6 +82,16 @@ class ServerSettings(BaseSettings):
         parse_failpoints(value)
         return value
 
+    @field_validator("openai_persona_models")
+    @classmethod
+    def _persona_models_parse(cls, value: str) -> str:
+        parse_persona_models(value)
+        return value
+
+    def persona_models(self) -> dict[str, str]:
+        """persona id -> the OpenAI-compatible server's model name."""
+        return parse_persona_models(self.openai_persona_models)
+
     def key_table(self) -> dict[str, str]:
         """secret -> key name."""
         return parse_api_keys(self.api_keys)
@@ -84,6 +114,20 @@ def parse_api_keys(value: str) -> dict[str, str]:
         if secret in table or name in table.values():
             raise SettingsError(f"API key name {name!r} or its secret appears twice in COMPANION_API_KEYS.")
         table[secret] = name
+    return table
+
+
+def parse_persona_models(value: str) -> dict[str, str]:
+    """ "mira=mira-lora,orla=orla-lora" -> {"mira": "mira-lora", "orla": "orla-lora"}."""
+    table: dict[str, str] = {}
+    for item in filter(None, (p.strip() for p in value.split(","))):
+        persona, sep, model = item.partition("=")
+        if not sep or not persona.strip() or not model.strip():
+            raise SettingsError(
+                f"COMPANION_OPENAI_PERSONA_MODELS entry {item!r} is malformed; expected persona=model, "
+                "e.g. COMPANION_OPENAI_PERSONA_MODELS=mira=mira-lora,orla=orla-lora."
+            )
+        table[persona.strip()] = model.strip()
     return table
 
 

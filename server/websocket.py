@@ -16,7 +16,7 @@ import time
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from companion.errors import CompanionError
+from companion.errors import CompanionError, EngineUnavailableError
 from memory.store import MemoryWrite
 from persona_adapters.errors import UnknownPersonaError
 from server.app import Services, scoped
@@ -222,6 +222,9 @@ class Connection:
         except BackendUnavailableError as e:
             await self._restore_world(world)
             await self.error("backend_unavailable", str(e), reply_to=say.id)
+        except EngineUnavailableError as e:
+            await self._restore_world(world)
+            await self.error("engine_unavailable", f"The NPC cannot answer right now: {e}", reply_to=say.id)
         except CompanionError as e:
             await self._restore_world(world)
             await self.error("generation_failed", f"The NPC could not answer: {e}", reply_to=say.id)

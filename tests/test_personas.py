@@ -178,6 +178,8 @@ def test_user_folder_overrides_bundled_and_unknown_ids_list_the_known(tmp_path):
 
 def test_lorebook_and_boundaries_reach_the_prompt():
     orla = PersonaRegistry([BUNDLED_DIR]).get("orla")
-    system = build_messages(orla, [], "How old is the Kestrel?")[0]["content"]
-    assert "forty-year-old Hauler-class freighter" in system and "without a suit" in system
-    assert "forty-year-old" not in build_messages(orla, [], "Hello")[0]["content"]
+    messages = build_messages(orla, [], "How old is the Kestrel?")
+    persona_prompt, turn_note = messages[0]["content"], messages[-2]["content"]
+    assert "without a suit" in persona_prompt  # boundaries: every turn, in the persona's system prompt
+    assert "forty-year-old Hauler-class freighter" in turn_note  # lore: only when the line asks for it
+    assert "forty-year-old" not in " ".join(m["content"] for m in build_messages(orla, [], "Hello"))

@@ -4,6 +4,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from fakes import FakeEngineBase
 
 from companion.backbone.streaming import GenerationSummary
 from companion.buffer import InProcessBuffer
@@ -17,7 +18,7 @@ from persona_adapters import get_persona
 from persona_adapters.errors import UnknownPersonaError
 
 
-class FakeScriptedGenerator:
+class FakeScriptedGenerator(FakeEngineBase):
     """A Generator that streams scripted drafts word by word and records its prompts."""
 
     def __init__(self, *drafts: str, then=None):
@@ -88,7 +89,9 @@ def test_an_as_an_ai_draft_is_caught_and_regenerated(parts):
     result = events[-1].result
     assert result.regenerated and result.text == "Stew's on the fire, love."
     assert [f.kind for f in result.checks[0].flags] == ["breaks_character"]
-    assert "not an AI" in generator.prompts[1][0]["content"]  # the correction reached the retry
+    assert (
+        "not an AI" in generator.prompts[1][-2]["content"]
+    )  # the correction reached the retry, in the turn note
     # the bad draft was cut off as soon as it broke character
     first_attempt = "".join(e.text for e in events if e.kind == "token" and e.attempt == 1)
     assert first_attempt.endswith("AI")
@@ -112,7 +115,7 @@ def test_hotpot_recall_reaches_the_prompt_and_cools_down(parts):
     first = _turn(pipeline, "I've been craving hotpot lately.")[-1].result
     assert first.strategy == "recall" and first.decision.recall[0].type == "health"
     assert first.memories_used == [first.decision.recall[0].event_id]
-    assert "sensitive stomach" in generator.prompts[0][0]["content"]
+    assert "sensitive stomach" in generator.prompts[0][-2]["content"]
     second = _turn(pipeline, "Maybe some spicy dumplings then?")[-1].result
     health_id = first.decision.recall[0].event_id
     assert health_id not in [c.event_id for c in second.decision.recall]  # not nagging about it again
@@ -122,7 +125,7 @@ def test_out_of_domain_question_is_refused_in_the_metadata(parts):
     generator = FakeScriptedGenerator("A smart-what? Never heard of such a thing, love.")
     result = _turn(_pipeline(generator, parts), "What's the best smartphone to buy?")[-1].result
     assert result.refused and result.metadata()["refused"] is True
-    assert "smartphone" in generator.prompts[0][0]["content"]
+    assert "smartphone" in generator.prompts[0][-2]["content"]
 
 
 def test_unknown_persona_is_a_clear_error(parts):

@@ -7,6 +7,7 @@ import json
 
 import jsonschema
 import pytest
+from fakes import FakeEngineBase
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 from test_pipeline import FakeScriptedGenerator
@@ -27,7 +28,7 @@ class FakeSlowGenerator(FakeScriptedGenerator):
             yield delta
 
 
-class FakeFailingGenerator:
+class FakeFailingGenerator(FakeEngineBase):
     """A Generator whose backbone breaks on the first call and works afterwards."""
 
     def __init__(self):
@@ -273,7 +274,12 @@ def test_rest_personas_health_metrics_and_protocol(client):
     missing = client.get("/v1/personas/nobody")
     assert missing.status_code == 404 and missing.json()["detail"]["code"] == "unknown_persona"
     health = client.get("/health").json()
-    assert health["status"] == "ok" and health["chroma"] == "ok" and health["backbone"] == "loaded"
+    assert (
+        health["status"] == "ok"
+        and health["chroma"] == "ok"
+        and health["engine"] == "fake"
+        and health["engine_status"] == "ok"
+    )
     with client.websocket_connect("/v1/ws") as ws:
         _hello(ws)
         _say(ws, "I love apple pie.")

@@ -41,6 +41,9 @@ class AdapterSet:
         """Loaded adapter names, in load order."""
         return list(self._peft.peft_config) if self._peft is not None else []
 
+    def has(self, name: str) -> bool:
+        return name in self.names()
+
     def check(self, name: str | None) -> None:
         """Raises AdapterError unless `name` is None or a loaded adapter."""
         if name is not None and name not in self.names():

@@ -21,6 +21,7 @@ import torch
 
 from companion.backbone.adapters import AdapterSet
 from companion.backbone.config import DEFAULT_MODEL, BackboneConfig, GenerationParams
+from companion.backbone.health import EngineHealth
 from companion.backbone.provision import prepare_default_model
 from companion.backbone.routing import DynamicRouter, RoutingStats, install_routing
 from companion.backbone.streaming import DeltaStreamer, GenerationSummary, StopWhen, visible_text
@@ -35,7 +36,7 @@ _END = object()
 
 
 class HFBackbone:
-    """A loaded causal LM with persona adapters, streaming generation and routing control.
+    """The `hf` engine: a loaded causal LM with persona adapters, streaming generation and routing control.
 
     Build it with `HFBackbone.from_config(config)`; the constructor takes a model and
     tokenizer already loaded (tests build tiny ones from a config).
@@ -46,6 +47,8 @@ class HFBackbone:
         config: the settings it was loaded with (routing is installed from it).
         source: where the weights came from, for `info()`.
     """
+
+    kind = "hf"
 
     def __init__(self, model, tokenizer, config: BackboneConfig | None = None, *, source: str = "in-memory"):
         self.config = config or BackboneConfig()
@@ -119,6 +122,7 @@ class HFBackbone:
         base = self.adapters.base_model
         cfg = base.config
         return {
+            "engine": self.kind,
             "source": self.source,
             "architecture": type(base).__name__,
             "parameters": sum(p.numel() for p in base.parameters()),
@@ -138,6 +142,12 @@ class HFBackbone:
             "device": str(next(base.parameters()).device),
             "adapters": self.adapters.names(),
         }
+
+    async def health(self) -> EngineHealth:
+        """In-process: healthy while the generation thread takes work."""
+        if self._executor._shutdown:
+            return EngineHealth(ok=False, detail="the hf engine was closed")
+        return EngineHealth(ok=True, detail="in-process")
 
     # ---- prompts ---------------------------------------------------------------------
 

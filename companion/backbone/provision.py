@@ -9,6 +9,8 @@ Cache layout, under `$COMPANION_CACHE_DIR` (default `~/.cache/companion`):
 
     models/smollm2-135m-instruct/        dense LlamaForCausalLM + tokenizer
     models/smollm2-135m-instruct-moe4/   MixtralForCausalLM (4 experts) + tokenizer
+    models/gguf/                         the same as GGUF files for the llamacpp engine
+                                         (companion.backbone.gguf_export)
 """
 
 from __future__ import annotations
@@ -39,6 +41,16 @@ class DefaultModelPaths:
 
     dense_dir: Path
     moe_dir: Path
+
+    @property
+    def gguf_dir(self) -> Path:
+        return self.moe_dir.parent / "gguf"
+
+    def moe_gguf(self, outtype: str) -> Path:
+        return self.gguf_dir / f"{self.moe_dir.name}.{outtype}.gguf"
+
+    def dense_gguf(self, outtype: str) -> Path:
+        return self.gguf_dir / f"{self.dense_dir.name}.{outtype}.gguf"
 
 
 def default_cache_dir() -> Path:
@@ -76,8 +88,13 @@ def find_default_gguf() -> Path:
     )
 
 
+# What the llamacpp engine needs of the default model: the MoE it serves (q8_0 for speed,
+# f16 for greedy parity with the hf engine) and the dense parent (f16).
+DEFAULT_GGUF = (("moe", "q8_0"), ("moe", "f16"), ("dense", "f16"))
+
+
 def prepare_default_model(
-    cache_dir: str | Path | None = None, *, n_experts: int = 4, force: bool = False
+    cache_dir: str | Path | None = None, *, n_experts: int = 4, force: bool = False, gguf: bool = False
 ) -> DefaultModelPaths:
     """Builds the dense and MoE checkpoints in the cache unless they are already there.
 
@@ -88,6 +105,8 @@ def prepare_default_model(
         cache_dir: cache root; None uses `default_cache_dir()`.
         n_experts: experts per layer of the MoE.
         force: rebuild even if the cache holds both checkpoints.
+        gguf: also write the GGUF files of `DEFAULT_GGUF` (needs llama.cpp's converters,
+            which scripts/bootstrap unpacks).
 
     Returns:
         The two checkpoint directories.
@@ -104,7 +123,21 @@ def prepare_default_model(
             build_dense_checkpoint(paths.dense_dir)
         if force or not is_provisioned(paths.moe_dir):
             _build_moe(paths.dense_dir, paths.moe_dir, n_experts)
+        if gguf:
+            _build_gguf(paths, cache_dir, force=force)
     return paths
+
+
+def _build_gguf(paths: DefaultModelPaths, cache_dir: str | Path | None, *, force: bool) -> None:
+    from companion.backbone.gguf_export import export_checkpoint, llama_cpp_tools_dir
+
+    tools = llama_cpp_tools_dir(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    for kind, outtype in DEFAULT_GGUF:
+        out = paths.moe_gguf(outtype) if kind == "moe" else paths.dense_gguf(outtype)
+        if force or not out.is_file():
+            export_checkpoint(
+                paths.moe_dir if kind == "moe" else paths.dense_dir, out, outtype=outtype, tools=tools
+            )
 
 
 def build_dense_checkpoint(target: Path) -> None:

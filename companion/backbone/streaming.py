@@ -53,6 +53,8 @@ class GenerationSummary:
         finish_reason: "eos", "length", "stop_string", "cancelled" or "error".
         seconds: wall time of the generation call.
         time_to_first_token: seconds from the call to the first token.
+        n_cached_tokens: prompt tokens an engine took from its prefix cache instead of
+            prefilling them (0 where the engine has none).
     """
 
     n_prompt_tokens: int = 0
@@ -60,6 +62,7 @@ class GenerationSummary:
     finish_reason: str = ""
     seconds: float = 0.0
     time_to_first_token: float | None = None
+    n_cached_tokens: int = 0
 
 
 class DeltaStreamer(BaseStreamer):
