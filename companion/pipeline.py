@@ -23,7 +23,7 @@ from companion.backbone.streaming import GenerationSummary
 from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
 from companion.errors import AdapterError
 from companion.memory_writer import MemoryWriter
-from companion.prompting import build_messages, with_correction
+from companion.prompting import build_messages, persona_system_prompt, with_correction
 from companion.protocols import Generator
 from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
 from companion.reflection.guidance import recall_line, refusal_line
@@ -211,6 +211,12 @@ class TurnPipeline:
             fallbacks=fallbacks,
         )
         yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
+
+    def warm(self, personas: Sequence[Persona]) -> None:
+        """Loads these personas' adapters and lets the engine cache their system prompts (blocking)."""
+        self.generator.warm(
+            [([{"role": "system", "content": persona_system_prompt(p)}], self._adapter(p)) for p in personas]
+        )
 
     def _adapter(self, persona: Persona) -> str | None:
         """The persona's adapter, loaded on first use; None when it has none (or it does not fit)."""

@@ -73,6 +73,12 @@ class Generator(Protocol):
         GenerationFailedError when the model failed on this request."""
         ...
 
+    def warm(self, prefixes: Sequence[tuple[Sequence[Mapping[str, str]], str | None]]) -> None:
+        """Prepares for prompts that begin with these (messages, adapter) prefixes, e.g. each
+        persona's system prompt; engines without a prefix cache do nothing. Blocks until
+        done: call it before taking traffic."""
+        ...
+
     def info(self) -> dict[str, Any]:
         """What serves: engine, model source, architecture, adapters; JSON-ready."""
         ...

@@ -7,29 +7,36 @@ import asyncio
 import json
 import sys
 import time
+from collections.abc import Callable
 
 from companion.assembly import Companion
-from companion.backbone import BackboneConfig, GenerationParams
+from companion.backbone import GenerationParams
 from companion.paths import default_data_dir
+from companion.protocols import Generator
 from persona_adapters import PersonaRegistry
 
 QUIT = ("/quit", "/exit")
 
 
-def run_terminal_chat(args: argparse.Namespace, config: BackboneConfig) -> int:
-    """Reads player lines from stdin and streams the persona's replies to stdout until EOF or /quit."""
-    return asyncio.run(_chat(args, config))
+def run_terminal_chat(args: argparse.Namespace, load_engine: Callable[[], Generator]) -> int:
+    """Reads player lines from stdin and streams the persona's replies to stdout until EOF or /quit.
+
+    Args:
+        args: the chat subcommand's arguments.
+        load_engine: loads the engine; called once the persona id is known to be good.
+    """
+    return asyncio.run(_chat(args, load_engine))
 
 
-async def _chat(args: argparse.Namespace, config: BackboneConfig) -> int:
+async def _chat(args: argparse.Namespace, load_engine: Callable[[], Generator]) -> int:
     data_dir = args.data_dir or default_data_dir()
     persona = PersonaRegistry.default(data_dir).get(args.persona)  # fail on a bad id before loading a model
     params = GenerationParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)
     started = time.perf_counter()
-    companion = Companion.build(config, data_dir=data_dir, params=params)
+    companion = Companion.build(data_dir=data_dir, params=params, backbone=load_engine())
     known = await companion.store.list(player_id=args.player, npc_id=persona.id, include_superseded=False)
     _status(
-        f"[{persona.name} on {companion.backbone.info()['architecture']}, loaded in "
+        f"[{persona.name} on {companion.backbone.info()['architecture']} ({companion.backbone.kind}), loaded in "
         f"{time.perf_counter() - started:.1f} s; {len(known)} memories of {args.player}]"
     )
     if persona.first_message:

@@ -115,7 +115,10 @@ def build_engine_from(settings: ServerSettings) -> Generator:
         settings.engine,
         hf=BackboneConfig(model=settings.model),
         llamacpp=LlamaCppConfig(
-            model=settings.model, gguf_type=settings.llamacpp_gguf_type, n_slots=settings.llamacpp_slots
+            model=settings.model,
+            gguf_type=settings.llamacpp_gguf_type,
+            n_lanes=settings.llamacpp_lanes,
+            n_slots_per_lane=settings.llamacpp_slots_per_lane,
         ),
         openai=OpenAIEngineConfig(
             base_url=settings.openai_base_url,

@@ -25,7 +25,9 @@ class ServerSettings(BaseSettings):
             directory (hf).
         llamacpp_gguf_type: which GGUF of the default model llamacpp serves: q8_0 (fastest),
             f16 (greedy parity with hf) or f32.
-        llamacpp_slots: sequences llamacpp holds: replies in flight plus cached conversations.
+        llamacpp_lanes: llama.cpp contexts, one per persona busy at the same time.
+        llamacpp_slots_per_lane: sequences a lane holds: replies in flight plus cached
+            conversations of that persona.
         openai_base_url, openai_model, openai_api_key: the OpenAI-compatible server
             (engine=openai), e.g. http://127.0.0.1:8080/v1 for llama.cpp's server.
         openai_persona_models: "persona=model,..." for servers that serve a persona as a
@@ -52,7 +54,8 @@ class ServerSettings(BaseSettings):
     engine: Literal["auto", "llamacpp", "hf", "openai"] = "auto"
     model: str = "default"
     llamacpp_gguf_type: Literal["q8_0", "f16", "f32"] = "q8_0"
-    llamacpp_slots: int = Field(24, ge=1, le=256)
+    llamacpp_lanes: int = Field(4, ge=1, le=64)
+    llamacpp_slots_per_lane: int = Field(8, ge=1, le=256)
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_model: str | None = None
     openai_api_key: str | None = None

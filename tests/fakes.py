@@ -33,5 +33,8 @@ class FakeEngineBase:
     async def health(self):
         return EngineHealth(ok=self.healthy, detail="scripted")
 
+    def warm(self, prefixes):
+        pass
+
     def close(self):
         pass

@@ -143,6 +143,9 @@ class HFBackbone:
             "adapters": self.adapters.names(),
         }
 
+    def warm(self, prefixes) -> None:
+        """Nothing to prepare: this engine keeps no prefix cache of its own."""
+
     async def health(self) -> EngineHealth:
         """In-process: healthy while the generation thread takes work."""
         if self._executor._shutdown:

@@ -1,19 +1,21 @@
 """The `llamacpp` engine: llama.cpp in-process, continuous batching across players.
 
-One llama.cpp context holds `n_slots` sequences, each with its own KV stream (a player's
-conversation and the persona prompt before it). A scheduler thread runs steps: every
-step decodes one token for each reply in progress and prefills up to `n_batch` prompt
-tokens of replies waiting for their first token, oldest first, in one `llama_decode` per
-persona adapter (llama.cpp applies a LoRA to a whole context, so a batch holds one
-persona; its server does the same). A new request lands in the slot whose cached tokens
-share the longest prefix with its prompt: the same player's previous turn, or another
-player's slot of the same persona (copied), so the persona's system prompt is prefilled
-once per persona and each conversation's history once per conversation. A consumer that
-stops reading is dropped at the next step, before any more of its prompt is prefilled.
+A scheduler thread runs steps. Every step decodes one token for each reply in progress
+and prefills up to `n_batch` prompt tokens of replies waiting for their first token,
+oldest first. Replies run in lanes (`llamacpp_lane.Lane`): one llama.cpp context per busy
+persona adapter, sharing the model's weights, since llama.cpp applies a LoRA to a whole
+context (its own server likewise never batches two LoRA configurations together). A new
+request lands in the slot whose cached tokens share the longest prefix with its prompt:
+the same player's previous turn, or another player's slot of the same persona (copied),
+so the persona's system prompt is prefilled once per lane and each conversation's
+history once per conversation. A request that shares a prefix with a prompt still being
+prefilled waits for it and copies it. A consumer that stops reading is dropped at the
+next step, before any more of its prompt is prefilled.
 
 Tokens are chosen by `companion.backbone.sampling` with transformers' semantics, so a
-greedy reply equals the `hf` engine's on the same weights. Dynamic top-p routing exists
-only in the `hf` engine; llama.cpp routes with the checkpoint's own top-k.
+greedy reply equals the `hf` engine's on the same weights (f16 GGUF, f16 KV cache).
+Dynamic top-p routing exists only in the `hf` engine; llama.cpp routes with the
+checkpoint's own top-k.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
+import os
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,50 +37,14 @@ from companion.backbone.config import GenerationParams
 from companion.backbone.health import EngineHealth
 from companion.backbone.llamacpp_adapters import LlamaCppAdapters
 from companion.backbone.llamacpp_config import LlamaCppConfig, resolve_gguf
-from companion.backbone.prompt_template import ChatTemplate, Prompt, fit_messages
+from companion.backbone.llamacpp_lane import COPY_MIN, END, Lane, Request, Vocab
+from companion.backbone.prompt_template import ChatTemplate, Message, Prompt, fit_messages
 from companion.backbone.routing import RoutingStats
-from companion.backbone.sampling import choose_token
-from companion.backbone.streaming import GenerationSummary, visible_text
+from companion.backbone.streaming import GenerationSummary
 from companion.errors import ConfigError, EngineUnavailableError, GenerationFailedError, ModelLoadFailedError
 
 log = logging.getLogger(__name__)
-_END = object()
-
-
-@dataclass(eq=False)
-class _Request:
-    """One reply in flight, owned by the scheduler thread once queued."""
-
-    tokens: list[int]
-    adapter: str | None
-    params: GenerationParams
-    push: Callable[[object], None]
-    cancelled: threading.Event
-    summary: GenerationSummary
-    rng: np.random.Generator
-    arrived: float = field(default_factory=time.perf_counter)
-    pending: list[int] = field(default_factory=list)  # prompt tokens not yet in the KV cache
-    generated: list[int] = field(default_factory=list)
-    raw: bytearray = field(default_factory=bytearray)
-    emitted: str = ""
-    next_token: int | None = None  # sampled, not yet decoded
-
-
-@dataclass(eq=False)
-class _Slot:
-    seq_id: int
-    tokens: list[int] = field(default_factory=list)  # exactly what this sequence's KV holds
-    adapter: str | None = None
-    request: _Request | None = None
-    last_used: float = 0.0
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+_KV_TYPES = {"f16": 1, "q8_0": 8}  # ggml type ids
 
 
 class LlamaCppEngine:
@@ -98,48 +64,42 @@ class LlamaCppEngine:
         self.config = config
         self.source = str(model_path)
         ll.llama_backend_init()
-        mparams = ll.llama_model_default_params()
-        self._model = ll.llama_model_load_from_file(str(model_path).encode(), mparams)
+        self._model = ll.llama_model_load_from_file(str(model_path).encode(), ll.llama_model_default_params())
         if not self._model:
             raise ModelLoadFailedError(
                 f"llama.cpp could not load {model_path}; is it a GGUF file of a supported architecture? "
                 "`companion models export-gguf DIR` converts a transformers checkpoint."
             )
-        self._vocab = ll.llama_model_get_vocab(self._model)
-        self.n_vocab = ll.llama_vocab_n_tokens(self._vocab)
-        cparams = ll.llama_context_default_params()
-        cparams.n_seq_max = config.n_slots
-        cparams.n_ctx = config.n_slots * config.n_ctx_per_slot
-        cparams.n_batch = config.n_batch + config.n_slots
-        cparams.n_ubatch = cparams.n_batch
-        cparams.kv_unified = False  # each sequence attends over its own stream only
-        threads = config.n_threads or _default_threads()
-        cparams.n_threads = cparams.n_threads_batch = threads
-        self._ctx = ll.llama_init_from_model(self._model, cparams)
-        if not self._ctx:
-            raise ModelLoadFailedError(
-                f"llama.cpp could not create a context of {config.n_slots} x {config.n_ctx_per_slot} tokens for "
-                f"{model_path}; lower n_slots or n_ctx_per_slot."
-            )
-        self.n_ctx_per_slot = ll.llama_n_ctx_seq(self._ctx)
-        self._memory = ll.llama_get_memory(self._ctx)
-        self._batch = ll.llama_batch_init(cparams.n_batch, 0, 1)
+        self.vocab = Vocab(ll, self._model)
         self.template = ChatTemplate.from_gguf(
             self._meta("tokenizer.chat_template"),
-            bos_token=self._piece(ll.llama_vocab_bos(self._vocab), special=True).decode(errors="replace"),
-            eos_token=self._piece(ll.llama_vocab_eos(self._vocab), special=True).decode(errors="replace"),
+            bos_token=self.vocab.piece(self.vocab.bos, special=True).decode(errors="replace"),
+            eos_token=self.vocab.piece(self.vocab.eos, special=True).decode(errors="replace"),
         )
         self.adapters = LlamaCppAdapters(self._model, base_checkpoint, config.resolved_cache_dir())
-        self._slots = [_Slot(seq_id=i) for i in range(config.n_slots)]
-        self._waiting: list[_Request] = []
+        self._lanes: list[Lane] = [self._new_lane()]  # more are made as personas get busy
+        self.n_ctx_per_slot = self._lanes[0].n_ctx_per_slot
+        self._waiting: list[Request] = []
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._active_adapter: object = ()  # what the context has applied; () = never set
         self._closed = threading.Event()
         self._idle = threading.Event()
         self._error: str | None = None
         self.steps = 0
         self._thread = threading.Thread(target=self._run, name="llamacpp-scheduler", daemon=True)
         self._thread.start()
+
+    def _new_lane(self) -> Lane:
+        config = self.config
+        return Lane(
+            self._ll,
+            self._model,
+            self.vocab,
+            n_slots=config.n_slots_per_lane,
+            n_ctx_per_slot=config.n_ctx_per_slot,
+            n_batch=config.n_batch,
+            n_threads=config.n_threads or len(os.sched_getaffinity(0)),
+            kv_type=_KV_TYPES[config.kv_type],
+        )
 
     @classmethod
     def from_config(cls, config: LlamaCppConfig | None = None) -> LlamaCppEngine:
@@ -169,18 +129,17 @@ class LlamaCppEngine:
 
     def info(self) -> dict[str, Any]:
         """What serves: for `companion models info`, /health and /metrics."""
+        arch = self._meta("general.architecture")
         return {
             "engine": self.kind,
             "source": self.source,
-            "architecture": self._meta("general.architecture"),
-            "n_experts": int(self._meta(f"{self._meta('general.architecture')}.expert_count") or 0),
-            "n_experts_per_token": int(
-                self._meta(f"{self._meta('general.architecture')}.expert_used_count") or 0
-            ),
+            "architecture": arch,
+            "n_experts": int(self._meta(f"{arch}.expert_count") or 0),
+            "n_experts_per_token": int(self._meta(f"{arch}.expert_used_count") or 0),
             "routing": "the checkpoint's own top-k (dynamic top-p routing exists only in the hf engine)",
-            "file_type": self._meta("general.file_type"),
-            "n_slots": self.config.n_slots,
+            "lanes": f"{len(self._lanes)} of {self.config.n_lanes}, {self.config.n_slots_per_lane} slots each",
             "n_ctx_per_slot": self.n_ctx_per_slot,
+            "kv_type": self.config.kv_type,
             "adapters": self.adapters.names(),
         }
 
@@ -189,22 +148,13 @@ class LlamaCppEngine:
             return EngineHealth(ok=False, detail=self._error)
         if not self._thread.is_alive():
             return EngineHealth(ok=False, detail="the llama.cpp scheduler thread has stopped")
-        busy = sum(s.request is not None for s in self._slots)
-        return EngineHealth(
-            ok=True, detail=f"{busy}/{len(self._slots)} slots busy, {len(self._waiting)} waiting"
-        )
+        busy = sum(s.request is not None for lane in self._lanes for s in lane.slots)
+        return EngineHealth(ok=True, detail=f"{busy} replies in flight, {len(self._waiting)} waiting")
 
     # ---- the async surface --------------------------------------------------------------
 
     def tokenize(self, text: str) -> list[int]:
-        raw = text.encode("utf-8")
-        n_max = len(raw) + 16
-        buf = (self._ll.llama_token * n_max)()
-        n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, n_max, False, True)
-        if n < 0:
-            buf = (self._ll.llama_token * -n)()
-            n = self._ll.llama_tokenize(self._vocab, raw, len(raw), buf, -n, False, True)
-        return list(buf[:n])
+        return self.vocab.tokenize(text)
 
     def render_prompt(self, prompt: Prompt, *, max_new_tokens: int) -> list[int]:
         """The prompt's tokens; the oldest turns are dropped when the slot could not hold the reply."""
@@ -259,21 +209,13 @@ class LlamaCppEngine:
         summary = summary if summary is not None else GenerationSummary()
         tokens = self.render_prompt(prompt, max_new_tokens=params.max_new_tokens)
         summary.n_prompt_tokens = len(tokens)
-        request = _Request(
-            tokens=tokens,
-            adapter=adapter,
-            params=params,
-            push=push,
-            cancelled=cancelled,
-            summary=summary,
-            rng=np.random.default_rng(params.seed),
+        self._submit(
+            Request(tokens, adapter, params, push, cancelled, summary, np.random.default_rng(params.seed))
         )
-        self._idle.clear()
-        self._inbox.put(request)
         try:
             while True:
                 item = await items.get()
-                if item is _END:
+                if item is END:
                     break
                 if isinstance(item, BaseException):
                     raise item
@@ -281,9 +223,46 @@ class LlamaCppEngine:
         finally:
             cancelled.set()
 
+    def _submit(self, request: Request) -> None:
+        self._idle.clear()
+        self._inbox.put(request)
+
     async def generate(self, prompt: Prompt, **kwargs: Any) -> str:
         """The whole reply as one string; takes `stream`'s keywords."""
         return "".join([delta async for delta in self.stream(prompt, **kwargs)])
+
+    def warm(self, prefixes: Sequence[tuple[Sequence[Message], str | None]]) -> None:
+        """Prefills prompt prefixes into the cache now (e.g. each persona's system prompt with its
+        adapter), so the first players of a persona do not all wait for the same prefill.
+
+        Blocks until they are cached (a few seconds on a CPU for three personas); call it
+        before taking traffic. Prefixes beyond the number of lanes are skipped.
+
+        Args:
+            prefixes: (messages, adapter) pairs; the messages are rendered without the
+                assistant's turn, as they begin every prompt built from them.
+        """
+        done: list[threading.Event] = []
+        for messages, adapter in list(prefixes)[: self.config.n_lanes]:
+            if self.template is None or (adapter is not None and not self.adapters.has(adapter)):
+                continue
+            tokens = self.tokenize(self.template.render(messages, add_generation_prompt=False))
+            if not 0 < len(tokens) < self.n_ctx_per_slot:
+                continue
+            finished = threading.Event()
+            done.append(finished)
+
+            def push(item: object, finished: threading.Event = finished) -> None:
+                if item is END:
+                    finished.set()
+
+            params = GenerationParams(max_new_tokens=1)
+            rng = np.random.default_rng(0)
+            self._submit(
+                Request(tokens, adapter, params, push, threading.Event(), GenerationSummary(), rng, True)
+            )
+        for finished in done:
+            finished.wait(timeout=120)
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Blocks until no request is queued or in flight (tests, benchmarks)."""
@@ -300,8 +279,8 @@ class LlamaCppEngine:
         self._inbox.put(None)
         self._thread.join(timeout=30)
         self.adapters.free_all()
-        self._ll.llama_batch_free(self._batch)
-        self._ll.llama_free(self._ctx)
+        for lane in self._lanes:
+            lane.free()
         self._ll.llama_model_free(self._model)
 
     # ---- the scheduler thread ---------------------------------------------------------
@@ -311,21 +290,26 @@ class LlamaCppEngine:
             while not self._closed.is_set():
                 if not self._take_new(block=not self._busy()):
                     break
-                self._admit()
                 self._drop_cancelled()
+                self._admit()
                 if not self._busy():
                     self._idle.set()
                     continue
-                self._step()
+                budget = self.config.n_batch
+                for lane in self._lanes:
+                    if lane.busy():
+                        budget -= lane.step(budget)
+                self.steps += 1
         except Exception as e:  # a dead scheduler must say so to every waiting consumer
             log.exception("llama.cpp scheduler failed")
             self._error = f"{type(e).__name__}: {e}"
-            for request in self._waiting + [s.request for s in self._slots if s.request]:
+            in_flight = [s.request for lane in self._lanes for s in lane.slots if s.request]
+            for request in self._waiting + in_flight:
                 request.push(EngineUnavailableError(f"the llamacpp engine failed: {self._error}"))
-                request.push(_END)
+                request.push(END)
 
     def _busy(self) -> bool:
-        return bool(self._waiting) or any(s.request is not None for s in self._slots)
+        return bool(self._waiting) or any(lane.busy() for lane in self._lanes)
 
     def _take_new(self, *, block: bool) -> bool:
         """Moves queued requests into the waiting list; False once the engine is closing."""
@@ -345,175 +329,43 @@ class LlamaCppEngine:
     def _drop_cancelled(self) -> None:
         for request in [r for r in self._waiting if r.cancelled.is_set()]:
             self._waiting.remove(request)
-            self._finish(request, "cancelled")
-        for slot in self._slots:
-            if slot.request is not None and slot.request.cancelled.is_set():
-                self._release(slot, "cancelled")
+            request.finish("cancelled")
+        for lane in self._lanes:
+            lane.drop_cancelled()
 
     def _admit(self) -> None:
-        """Gives waiting requests, oldest first, the free slot that saves the most prefill."""
-        while self._waiting:
-            free = [s for s in self._slots if s.request is None]
-            if not free:
-                return
-            request = self._waiting.pop(0)
-            self._place(request, free)
+        """Places waiting requests, oldest first, in a lane of their persona with a free slot.
 
-    def _place(self, request: _Request, free: list[_Slot]) -> None:
-        def shared(slot: _Slot) -> int:
-            return _common_prefix(slot.tokens, request.tokens) if slot.adapter == request.adapter else 0
-
-        target = max(free, key=lambda s: (shared(s), -s.last_used if s.tokens else 1, -s.seq_id))
-        keep = shared(target)
-        donor = max(self._slots, key=shared)
-        if shared(donor) > keep + 16:  # copying a whole stream beats prefilling 16+ tokens
-            self._ll.llama_memory_seq_cp(self._memory, donor.seq_id, target.seq_id, -1, -1)
-            target.tokens, keep = list(donor.tokens), shared(donor)
-        keep = min(keep, len(request.tokens) - 1)  # the last prompt token is decoded for its logits
-        self._ll.llama_memory_seq_rm(self._memory, target.seq_id, keep, -1)
-        target.tokens = target.tokens[:keep]
-        target.adapter = request.adapter
-        target.request = request
-        request.pending = request.tokens[keep:]
-        request.summary.n_cached_tokens = keep
-
-    def _step(self) -> None:
-        groups: dict[str | None, list[_Slot]] = {}
-        for slot in sorted((s for s in self._slots if s.request), key=lambda s: s.request.arrived):
-            groups.setdefault(slot.adapter, []).append(slot)
-        budget = self.config.n_batch
-        for adapter, slots in groups.items():
-            budget -= self._decode_group(adapter, slots, budget)
-        self.steps += 1
-
-    def _decode_group(self, adapter: str | None, slots: list[_Slot], budget: int) -> int:
-        """One llama_decode for one persona's slots; returns the prompt tokens it prefilled."""
-        ll, batch = self._ll, self._batch
-        rows: list[tuple[_Slot, list[int], int]] = []  # slot, tokens added, batch index of logits or -1
-        n = 0
-        prefilled = 0
-        for slot in slots:
-            request = slot.request
-            if request.next_token is not None:
-                chunk, wants_logits = [request.next_token], True
-            elif request.pending and budget - prefilled > 0:
-                chunk = request.pending[: budget - prefilled]
-                wants_logits = len(chunk) == len(request.pending)
-                prefilled += len(chunk)
-            else:
+        A request whose prompt shares a longer prefix with a prompt still being prefilled
+        than with anything cached waits for that prefill and then copies it: 20 players who
+        greet the same persona at once prefill its system prompt once, not 20 times.
+        """
+        for request in list(self._waiting):
+            own = [lane for lane in self._lanes if lane.adapter == request.adapter]
+            cached = max((lane.cached_prefix(request.tokens) for lane in own), default=0)
+            if any(lane.prefilling_prefix(request.tokens) > cached + COPY_MIN for lane in own):
                 continue
-            for j, token in enumerate(chunk):
-                batch.token[n] = token
-                batch.pos[n] = len(slot.tokens) + j
-                batch.n_seq_id[n] = 1
-                batch.seq_id[n][0] = slot.seq_id
-                batch.logits[n] = wants_logits and j == len(chunk) - 1
-                n += 1
-            rows.append((slot, chunk, n - 1 if wants_logits else -1))
-        if not rows:
-            return 0
-        batch.n_tokens = n
-        self._apply_adapter(adapter)
-        status = ll.llama_decode(self._ctx, batch)
-        if status != 0:
-            for slot, _, _ in rows:
-                slot.request.push(GenerationFailedError(f"llama.cpp could not decode (status {status})."))
-                self._release(slot, "error", forget=True)
-            return prefilled
-        for slot, chunk, logits_at in rows:
-            request = slot.request
-            slot.tokens.extend(chunk)
-            slot.last_used = time.perf_counter()
-            if request.next_token is not None:
-                request.next_token = None
-            else:
-                request.pending = request.pending[len(chunk) :]
-            if logits_at >= 0:
-                self._sample(slot, logits_at)
-        return prefilled
+            open_lanes = [lane for lane in own if lane.free_slots()]
+            lane = (
+                max(open_lanes, key=lambda lane: lane.cached_prefix(request.tokens))
+                if open_lanes
+                else self._lane_for(request.adapter)
+            )
+            if lane is None:
+                continue  # every lane is busy with other personas: wait for one to empty
+            self._waiting.remove(request)
+            lane.place(request)
 
-    def _apply_adapter(self, adapter: str | None) -> None:
-        if adapter == self._active_adapter:
-            return
-        handle = self.adapters.handle(adapter) if adapter is not None else None
-        if handle is None:
-            self._ll.llama_set_adapters_lora(self._ctx, None, 0, None)
+    def _lane_for(self, adapter: str | None) -> Lane | None:
+        """A lane newly bound to `adapter`: a new one while there are fewer than n_lanes, else the
+        least recently used idle one; None when all are busy."""
+        if len(self._lanes) < self.config.n_lanes:
+            lane = self._new_lane()
+            self._lanes.append(lane)
         else:
-            handles = (self._ll.llama_adapter_lora_p_ctypes * 1)(handle)
-            scales = (ctypes.c_float * 1)(1.0)
-            self._ll.llama_set_adapters_lora(self._ctx, handles, 1, scales)
-        self._active_adapter = adapter
-
-    def _sample(self, slot: _Slot, logits_at: int) -> None:
-        request, params = slot.request, slot.request.params
-        row = self._ll.llama_get_logits_ith(self._ctx, logits_at)
-        logits = np.ctypeslib.as_array(row, shape=(self.n_vocab,))
-        eog = self._ll.llama_vocab_eos(self._vocab)
-        banned = (eog,) if len(request.generated) < params.min_new_tokens else ()
-        token = choose_token(
-            logits,
-            seen=request.tokens + request.generated,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            repetition_penalty=params.repetition_penalty,
-            rng=request.rng,
-            banned=banned,
-        )
-        summary = request.summary
-        if summary.time_to_first_token is None:
-            summary.time_to_first_token = time.perf_counter() - request.arrived
-        if self._ll.llama_vocab_is_eog(self._vocab, token):
-            self._emit(request, final=True)
-            self._release(slot, "eos")
-            return
-        request.generated.append(token)
-        summary.n_generated_tokens += 1
-        request.raw.extend(self._piece(token))
-        if self._emit(request, final=False):
-            self._release(slot, "stop_string")
-        elif len(request.generated) >= params.max_new_tokens:
-            self._emit(request, final=True)
-            self._release(slot, "length")
-        else:
-            request.next_token = token
-
-    def _piece(self, token: int, *, special: bool = False) -> bytes:
-        if token < 0:
-            return b""
-        buf = ctypes.create_string_buffer(64)
-        n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        if n < 0:
-            buf = ctypes.create_string_buffer(-n)
-            n = self._ll.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
-        return buf.raw[:n]
-
-    def _emit(self, request: _Request, *, final: bool) -> bool:
-        """Sends the newly visible text; True when a stop string appeared."""
-        text = request.raw.decode("utf-8", errors="replace")
-        visible, stopped = visible_text(text, request.params.stop)
-        if final and not stopped:
-            visible = text
-        if visible.startswith(request.emitted) and len(visible) > len(request.emitted):
-            request.push(visible[len(request.emitted) :])
-            request.emitted = visible
-        return stopped
-
-    def _release(self, slot: _Slot, reason: str, *, forget: bool = False) -> None:
-        """Ends the slot's request; its KV stays cached for the conversation's next turn."""
-        request, slot.request = slot.request, None
-        if forget:
-            self._ll.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            slot.tokens = []
-        if request is not None:
-            self._finish(request, reason)
-
-    def _finish(self, request: _Request, reason: str) -> None:
-        request.summary.finish_reason = reason
-        request.summary.seconds = time.perf_counter() - request.arrived
-        request.push(_END)
-
-
-def _default_threads() -> int:
-    import os
-
-    return max(1, len(os.sched_getaffinity(0)))
+            idle = [lane for lane in self._lanes if not lane.busy()]
+            if not idle:
+                return None
+            lane = min(idle, key=lambda lane: lane.last_used)
+        lane.bind(adapter, self.adapters.handle(adapter) if adapter is not None else None)
+        return lane

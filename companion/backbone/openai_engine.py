@@ -183,6 +183,9 @@ class OpenAIEngine:
             "adapters": self.adapters.names(),
         }
 
+    def warm(self, prefixes) -> None:
+        """Nothing to prepare: this engine keeps no prefix cache of its own."""
+
     async def health(self) -> EngineHealth:
         for url in (f"{self.config.server_root}/health", f"{self.config.base_url}/models"):
             try:

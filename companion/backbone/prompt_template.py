@@ -37,11 +37,11 @@ class ChatTemplate:
     ) -> ChatTemplate | None:
         return cls(source, bos_token=bos_token, eos_token=eos_token) if source else None
 
-    def render(self, messages: Sequence[Message]) -> str:
-        """The prompt text, ready for the assistant's turn."""
+    def render(self, messages: Sequence[Message], *, add_generation_prompt: bool = True) -> str:
+        """The prompt text, by default ready for the assistant's turn."""
         return self._template.render(
             messages=list(messages),
-            add_generation_prompt=True,
+            add_generation_prompt=add_generation_prompt,
             bos_token=self.bos_token,
             eos_token=self.eos_token,
         )

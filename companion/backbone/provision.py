@@ -52,6 +52,28 @@ class DefaultModelPaths:
     def dense_gguf(self, outtype: str) -> Path:
         return self.gguf_dir / f"{self.dense_dir.name}.{outtype}.gguf"
 
+    @property
+    def collapsed_dir(self) -> Path:
+        """The dense model the MoE equals while its experts are identical (`collapse_identical_experts`)."""
+        return self.moe_dir.with_name(self.moe_dir.name + "-collapsed")
+
+    def collapsed_gguf(self, outtype: str) -> Path:
+        return self.gguf_dir / f"{self.collapsed_dir.name}.{outtype}.gguf"
+
+
+def weights_stamp(checkpoint: Path) -> str:
+    """Changes whenever the checkpoint's weight files do (size and modification time)."""
+    files = sorted(checkpoint.glob("*.safetensors"))
+    return ";".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+
+
+def collapsed_is_current(paths: DefaultModelPaths) -> bool:
+    """True when the collapse check ran on the MoE weights now in the cache."""
+    marker = paths.collapsed_dir / MARKER
+    if not marker.is_file():
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("moe_weights") == weights_stamp(paths.moe_dir)
+
 
 def default_cache_dir() -> Path:
     """$COMPANION_CACHE_DIR, or ~/.cache/companion."""
@@ -88,9 +110,10 @@ def find_default_gguf() -> Path:
     )
 
 
-# What the llamacpp engine needs of the default model: the MoE it serves (q8_0 for speed,
-# f16 for greedy parity with the hf engine) and the dense parent (f16).
-DEFAULT_GGUF = (("moe", "q8_0"), ("moe", "f16"), ("dense", "f16"))
+# What the llamacpp engine needs of the default model: the MoE (q8_0 to serve, f16 for greedy
+# parity with the hf engine), the dense parent (f16), and, while the MoE's experts are
+# identical, the dense model it equals (q8_0), which the engine serves instead (lossless).
+DEFAULT_GGUF = (("moe", "q8_0"), ("moe", "f16"), ("dense", "f16"), ("collapsed", "q8_0"))
 
 
 def prepare_default_model(
@@ -132,12 +155,42 @@ def _build_gguf(paths: DefaultModelPaths, cache_dir: str | Path | None, *, force
     from companion.backbone.gguf_export import export_checkpoint, llama_cpp_tools_dir
 
     tools = llama_cpp_tools_dir(Path(cache_dir).expanduser() if cache_dir else default_cache_dir())
+    if force or not collapsed_is_current(paths):
+        _build_collapsed(paths)
+    sources = {"moe": (paths.moe_dir, paths.moe_gguf), "dense": (paths.dense_dir, paths.dense_gguf)}
+    if (paths.collapsed_dir / "config.json").is_file():
+        sources["collapsed"] = (paths.collapsed_dir, paths.collapsed_gguf)
     for kind, outtype in DEFAULT_GGUF:
-        out = paths.moe_gguf(outtype) if kind == "moe" else paths.dense_gguf(outtype)
-        if force or not out.is_file():
-            export_checkpoint(
-                paths.moe_dir if kind == "moe" else paths.dense_dir, out, outtype=outtype, tools=tools
-            )
+        if kind not in sources:
+            continue
+        checkpoint, gguf_of = sources[kind]
+        out = gguf_of(outtype)
+        stale = out.is_file() and out.stat().st_mtime < (checkpoint / MARKER).stat().st_mtime
+        if force or stale or not out.is_file():
+            export_checkpoint(checkpoint, out, outtype=outtype, tools=tools)
+
+
+def _build_collapsed(paths: DefaultModelPaths) -> None:
+    """Writes the dense model the MoE equals, or records that its experts differ."""
+    import torch
+    from transformers import AutoTokenizer, MixtralForCausalLM
+
+    from companion.backbone.upcycle import collapse_identical_experts
+
+    moe = MixtralForCausalLM.from_pretrained(paths.moe_dir, dtype=torch.float32)
+    dense = collapse_identical_experts(moe)
+    stamp = {"moe_weights": weights_stamp(paths.moe_dir)}
+    if dense is None:
+        shutil.rmtree(paths.collapsed_dir, ignore_errors=True)
+        paths.collapsed_dir.mkdir(parents=True)
+        marker = json.dumps({**stamp, "experts": "differ"}) + "\n"
+        (paths.collapsed_dir / MARKER).write_text(marker, encoding="utf-8")
+        log.info("the MoE's experts differ: it is served as an MoE")
+        return
+    dense.config.name_or_path = paths.collapsed_dir.name
+    tokenizer = AutoTokenizer.from_pretrained(paths.moe_dir)
+    provenance = {**stamp, "kind": "collapsed", "experts": "identical"}
+    _save_atomically(dense, tokenizer, paths.collapsed_dir, provenance)
 
 
 def build_dense_checkpoint(target: Path) -> None:

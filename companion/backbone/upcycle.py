@@ -117,3 +117,75 @@ def _moe_state_dict(dense: LlamaForCausalLM, n_experts: int) -> dict[str, torch.
         state[f"{prefix}.experts.gate_up_proj"] = gate_up.unsqueeze(0).repeat(n_experts, 1, 1).contiguous()
         state[f"{prefix}.experts.down_proj"] = down.unsqueeze(0).repeat(n_experts, 1, 1).contiguous()
     return state
+
+
+def llama_config_from_mixtral(moe: MixtralConfig) -> LlamaConfig:
+    """The dense LlamaConfig with the MoE's dimensions (the inverse of `mixtral_config_from_llama`)."""
+    return LlamaConfig(
+        vocab_size=moe.vocab_size,
+        hidden_size=moe.hidden_size,
+        intermediate_size=moe.intermediate_size,
+        num_hidden_layers=moe.num_hidden_layers,
+        num_attention_heads=moe.num_attention_heads,
+        num_key_value_heads=moe.num_key_value_heads,
+        head_dim=moe.head_dim,
+        hidden_act=moe.hidden_act,
+        max_position_embeddings=moe.max_position_embeddings,
+        initializer_range=moe.initializer_range,
+        rms_norm_eps=moe.rms_norm_eps,
+        rope_parameters=dict(moe.rope_parameters),
+        tie_word_embeddings=moe.tie_word_embeddings,
+        bos_token_id=moe.bos_token_id,
+        eos_token_id=moe.eos_token_id,
+        pad_token_id=moe.pad_token_id,
+    )
+
+
+@torch.no_grad()
+def collapse_identical_experts(moe: MixtralForCausalLM) -> LlamaForCausalLM | None:
+    """The dense model an MoE equals when every layer's experts are identical; None when they differ.
+
+    With identical experts and renormalised top-k weights, every token's MLP output is
+    that one expert's, whatever the router says: the MoE *is* a dense model that costs k
+    times its MLP compute (and, batched, touches every expert's weights). Serving the
+    collapsed model is lossless; once training lets the experts diverge this returns
+    None and the MoE is served as it is.
+
+    Args:
+        moe: a Mixtral-layout model (fused experts, transformers 5).
+
+    Returns:
+        A LlamaForCausalLM in eval mode with the MoE's attention, norms, embeddings and
+        its (single) expert as the MLP, or None.
+    """
+    config = moe.config
+    if not getattr(config, "norm_topk_prob", True) and config.num_experts_per_tok > 1:
+        return None  # unnormalised weights scale the expert: not a dense model
+    state: dict[str, torch.Tensor] = {}
+    for key, value in moe.state_dict().items():
+        if ".mlp." not in key:
+            state[key] = value
+    inter = config.intermediate_size
+    for i in range(config.num_hidden_layers):
+        prefix = f"model.layers.{i}.mlp"
+        gate_up = moe.state_dict()[f"{prefix}.experts.gate_up_proj"]  # (n_experts, 2*intermediate, hidden)
+        down = moe.state_dict()[f"{prefix}.experts.down_proj"]  # (n_experts, hidden, intermediate)
+        if not (
+            torch.equal(gate_up, gate_up[:1].expand_as(gate_up))
+            and torch.equal(down, down[:1].expand_as(down))
+        ):
+            return None
+        state[f"{prefix}.gate_proj.weight"] = gate_up[0, :inter].clone()
+        state[f"{prefix}.up_proj.weight"] = gate_up[0, inter:].clone()
+        state[f"{prefix}.down_proj.weight"] = down[0].clone()
+    dense_config = llama_config_from_mixtral(config)
+    with torch.device("meta"):
+        dense = LlamaForCausalLM(dense_config)
+    dense = dense.to_empty(device="cpu").to(next(moe.parameters()).dtype)
+    missing, unexpected = dense.load_state_dict(state, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight" and "rotary_emb" not in k]
+    assert not missing and not unexpected, (missing, unexpected)
+    if dense_config.tie_word_embeddings:
+        dense.tie_weights()
+    dense.model.rotary_emb = type(dense.model.rotary_emb)(config=dense_config)
+    return dense.eval()
