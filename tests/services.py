@@ -142,3 +142,82 @@ def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
         except OSError:
             time.sleep(0.05)
     raise RuntimeError(f"nothing listens on {port} after {timeout} s")
+
+
+class LlamaServerProcess:
+    """llama.cpp's own server (llama-server) on a free loopback port, serving a GGUF with persona LoRAs.
+
+    scripts/build-llama-server builds it into the cache (scripts/test runs it). Without it the
+    tests skip on a developer's machine, and fail under CI=true.
+    """
+
+    def __init__(self, model: Path, loras: dict[str, Path], workdir: Path):
+        self.binary = _llama_server_binary()
+        self.model, self.workdir = model, workdir
+        self.loras = []
+        for name, source in loras.items():  # the engine maps a persona to the LoRA file named after it
+            link = workdir / f"{name}.gguf"
+            if not link.exists():
+                link.symlink_to(source)
+            self.loras.append(link)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 60) -> LlamaServerProcess:
+        args = [self.binary, "-m", str(self.model), "--host", "127.0.0.1", "--port", str(self.port)]
+        for lora in self.loras:
+            args += ["--lora", str(lora)]
+        args += [
+            "--lora-init-without-apply",
+            "-np",
+            "4",
+            "-c",
+            "4096",
+            "-t",
+            "2",
+            "--offline",
+            "--no-webui",
+            "-no-kvu",
+            "--cache-ram",
+            "0",
+            "--no-cache-prompt",
+        ]
+        log = open(self.workdir / "llama-server.log", "ab")  # noqa: SIM115 - the child holds it
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"llama-server exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise RuntimeError(f"llama-server not healthy after {timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def log(self) -> str:
+        path = self.workdir / "llama-server.log"
+        return path.read_text(errors="replace")[-3000:] if path.exists() else ""
+
+
+def _llama_server_binary() -> str:
+    from companion.backbone.gguf_export import LLAMA_CPP_VERSION
+    from companion.backbone.provision import default_cache_dir
+
+    binary = default_cache_dir() / "llama.cpp" / LLAMA_CPP_VERSION / "build-server" / "bin" / "llama-server"
+    if not binary.is_file():
+        message = f"llama-server is not built ({binary}); run scripts/build-llama-server (scripts/test does)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " - under CI=true this test must run, not skip")
+        pytest.skip(message)
+    return str(binary)

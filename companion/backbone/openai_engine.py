@@ -54,6 +54,10 @@ class OpenAIEngineConfig:
         retries: further attempts when the server cannot be reached or fails (5xx)
             before the first token.
         rediscover_s: how often to ask the server again which models and adapters it has.
+        max_in_flight: requests sent at once; more wait here. None: the server's slot count
+            where it says (llama.cpp's GET /props), else no limit. Requests wait here rather
+            than in the server's queue, so a player who leaves while waiting costs the
+            server nothing: the request is never sent.
     """
 
     base_url: str = "http://127.0.0.1:8080/v1"
@@ -64,6 +68,7 @@ class OpenAIEngineConfig:
     connect_timeout_s: float = 5.0
     retries: int = 2
     rediscover_s: float = 10.0
+    max_in_flight: int | None = None
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -73,6 +78,8 @@ class OpenAIEngineConfig:
             )
         if self.timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ConfigError("timeout_s and connect_timeout_s must be > 0 seconds.")
+        if self.max_in_flight is not None and self.max_in_flight < 1:
+            raise ConfigError(f"max_in_flight is {self.max_in_flight}; expected an integer >= 1 or unset.")
         if self.retries < 0:
             raise ConfigError(f"retries is {self.retries}; expected an integer >= 0.")
         object.__setattr__(self, "base_url", self.base_url.rstrip("/"))
@@ -97,6 +104,8 @@ class OpenAIAdapters:
         self.config = config
         self.lora_ids: dict[str, int] = {}
         self.models: list[str] = []
+        self.total_slots: int | None = None
+        self.reachable = False
         self._discovered_at = float("-inf")
 
     def discover(self, *, force: bool = False) -> None:
@@ -110,6 +119,9 @@ class OpenAIAdapters:
                 listed = client.get(f"{self.config.base_url}/models")
                 if listed.status_code == 200:
                     self.models = [m["id"] for m in listed.json().get("data", []) if "id" in m]
+                props = client.get(f"{self.config.server_root}/props")
+                if props.status_code == 200 and isinstance(props.json().get("total_slots"), int):
+                    self.total_slots = props.json()["total_slots"]
                 loras = client.get(f"{self.config.server_root}/lora-adapters")
                 if loras.status_code == 200 and isinstance(loras.json(), list):
                     self.lora_ids = {
@@ -117,7 +129,9 @@ class OpenAIAdapters:
                         for item in loras.json()
                         if "path" in item and "id" in item
                     }
+            self.reachable = True
         except (httpx.HTTPError, ValueError, KeyError, TypeError) as e:
+            self.reachable = False
             log.warning("could not ask %s what it serves: %s", self.config.base_url, e)
 
     def names(self) -> list[str]:
@@ -136,7 +150,13 @@ class OpenAIAdapters:
             )
 
     def load(self, name: str, path: str | Path) -> None:
-        if self.has(name):
+        """Nothing to load here: succeeds when the server serves `name`, and while the server cannot be
+        asked (the persona speaks without its adapter until it answers again).
+
+        Raises:
+            AdapterError: the server answers and does not serve `name`.
+        """
+        if self.has(name) or not self.reachable:
             return
         raise AdapterError(
             f"the openai engine cannot load {path} itself; persona adapters live on the server. Serve it there "
@@ -165,8 +185,31 @@ class OpenAIEngine:
         self.config = config
         self.source = config.base_url
         self.adapters = OpenAIAdapters(config)
-        timeout = httpx.Timeout(config.timeout_s, connect=config.connect_timeout_s)
-        self._client = httpx.AsyncClient(timeout=timeout, headers=_headers(config))
+        self._clients: dict[
+            int, httpx.AsyncClient
+        ] = {}  # one per event loop: pooled connections are the loop's
+        self._gates: dict[int, asyncio.Semaphore] = {}
+
+    @property
+    def _gate(self) -> asyncio.Semaphore | None:
+        limit = self.config.max_in_flight or self.adapters.total_slots
+        if limit is None:
+            return None
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._gates:
+            self._gates[loop_id] = asyncio.Semaphore(limit)
+        return self._gates[loop_id]
+
+    @property
+    def _client(self) -> httpx.AsyncClient:
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(id(loop))
+        if client is None or client.is_closed:
+            timeout = httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s)
+            client = self._clients[id(loop)] = httpx.AsyncClient(
+                timeout=timeout, headers=_headers(self.config)
+            )
+        return client
 
     @classmethod
     def from_config(cls, config: OpenAIEngineConfig) -> OpenAIEngine:
@@ -197,10 +240,14 @@ class OpenAIEngine:
         return EngineHealth(ok=False, detail=f"{self.config.base_url} answered {response.status_code}")
 
     def close(self) -> None:
+        """Closes the HTTP connections of the running loop's client (others went with their loops)."""
         try:
-            asyncio.get_running_loop().create_task(self._client.aclose())
-        except RuntimeError:  # no loop: close it on one of our own
-            asyncio.run(self._client.aclose())
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        client = self._clients.pop(id(loop), None)
+        if client is not None:
+            loop.create_task(client.aclose())
 
     async def generate(self, prompt: Prompt, **kwargs: Any) -> str:
         return "".join([delta async for delta in self.stream(prompt, **kwargs)])
@@ -220,6 +267,19 @@ class OpenAIEngine:
         self.adapters.check(adapter)
         body = self._body(prompt, adapter, params)
         url = f"{self.config.base_url}/{'completions' if isinstance(prompt, str) else 'chat/completions'}"
+        gate = self._gate
+        if gate is not None:
+            await gate.acquire()
+        try:
+            async for delta in self._stream_unlimited(url, body, params, summary):
+                yield delta
+        finally:
+            if gate is not None:
+                gate.release()
+
+    async def _stream_unlimited(
+        self, url: str, body: dict[str, Any], params: GenerationParams, summary: GenerationSummary
+    ) -> AsyncIterator[str]:
         started, raw, emitted = time.perf_counter(), "", ""
         for attempt in range(self.config.retries + 1):
             events = self._events(url, body, summary)
