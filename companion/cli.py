@@ -164,7 +164,8 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "--engine",
         choices=("auto", "llamacpp", "hf"),
         default="auto",
-        help="auto: llamacpp for the default model or a .gguf file when llama-cpp-python is installed, else hf",
+        help="auto: llamacpp for the default model or a .gguf file when llama-cpp-python is installed and no "
+        "routing option is given, else hf",
     )
     parser.add_argument(
         "--model", default="default", help="'default', a .gguf file, a local checkpoint dir, or a hub name"
@@ -247,7 +248,12 @@ def _load_engine(args: argparse.Namespace):
     from companion.backbone.llamacpp_config import LlamaCppConfig
 
     config = _backbone_config(args)
-    return build_engine(args.engine, hf=config, llamacpp=LlamaCppConfig(model=config.model))
+    kind = args.engine
+    if kind == "auto" and (
+        config.routing.policy == "top_p" or config.routing.n_experts_per_token or args.config
+    ):
+        kind = "hf"  # routing settings: only the hf engine can honour them
+    return build_engine(kind, hf=config, llamacpp=LlamaCppConfig(model=config.model))
 
 
 def _cmd_chat(args: argparse.Namespace) -> int:

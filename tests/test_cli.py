@@ -43,14 +43,32 @@ def test_models_prepare_and_info(subprocess_env, default_paths):
     info = _run(["models", "info", "--routing", "top_p", "--top-p", "0.5"], subprocess_env)
     assert info.returncode == 0, info.stderr
     facts = json.loads(info.stdout)
-    assert facts["architecture"] == "MixtralForCausalLM"
+    assert (
+        facts["engine"] == "hf" and facts["architecture"] == "MixtralForCausalLM"
+    )  # routing options need hf
     assert facts["n_experts"] == 4 and facts["routing"]["policy"] == "top_p"
+    served = json.loads(_run(["models", "info"], subprocess_env).stdout)
+    assert (
+        served["engine"] == "llamacpp" and "top-p routing exists only in the hf engine" in served["routing"]
+    )
 
 
 @pytest.mark.slow
-def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_paths):
+@pytest.mark.parametrize("engine", ["llamacpp", "hf"])
+def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_paths, engine):
     result = _run(
-        ["chat", "--persona", "mira", "--max-tokens", "12", "--temperature", "0", "--stats"],
+        [
+            "chat",
+            "--persona",
+            "mira",
+            "--max-tokens",
+            "12",
+            "--temperature",
+            "0",
+            "--stats",
+            "--engine",
+            engine,
+        ],
         subprocess_env,
         stdin="Hello! I just arrived from the coast.\nDo you have a room for tonight?\n",
     )
@@ -59,7 +77,8 @@ def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_
     revised = result.stderr.count("[reply revised")  # a revised reply is printed again in full
     assert len(lines) - revised == 3  # the first message, then one reply per player line
     assert all(len(line) > len("Mira: ") + 3 for line in lines[1:])
-    assert "experts/token" in result.stderr and "tok/s" in result.stderr
+    assert "tok/s" in result.stderr and f"({engine})" in result.stderr
+    assert ("experts/token" in result.stderr) == (engine == "hf")  # only hf sees the routers
 
 
 def test_chat_with_an_unknown_persona_says_which_exist(subprocess_env):
