@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from companion.assembly import Companion
@@ -99,10 +101,23 @@ def create_app(settings: ServerSettings | None = None, *, backbone: Generator | 
     )
     from server import rest, websocket  # the routes import Services from here
 
+    app.add_exception_handler(RequestValidationError, _bad_request)
     app.include_router(rest.router)
     app.include_router(websocket.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+async def _bad_request(request, exc: RequestValidationError) -> JSONResponse:
+    """REST input that fails validation, in the documented error shape (PROTOCOL.md)."""
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc'] if p not in ('query', 'path', 'body'))}: {e['msg']}"
+        for e in exc.errors()
+    )
+    return JSONResponse(
+        {"detail": {"code": "bad_request", "message": f"The request is malformed ({problems}); see /docs."}},
+        status_code=422,
+    )
 
 
 def build_engine_from(settings: ServerSettings) -> Generator:

@@ -233,9 +233,17 @@ def parse_frame(raw: str | bytes | None) -> Hello | Say | GameEvent | Ping | Bye
             "frame_too_large",
             f"The frame is {size} bytes; the limit is {MAX_FRAME_BYTES}. Send shorter text.",
         )
+    if isinstance(raw, bytes):
+        raise ProtocolError(
+            "bad_message", "Binary frames are not part of protocol v1; send each message as a text frame."
+        )
     try:
         data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except RecursionError as e:
+        raise ProtocolError(
+            "bad_json", "The frame's JSON is nested too deeply to read; send a flat JSON object."
+        ) from e
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError, and numbers over the digit limit
         raise ProtocolError("bad_json", f"The frame is not valid JSON ({e}); send one JSON object.") from e
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ProtocolError(

@@ -38,7 +38,8 @@ def _fail(status: int, code: str, message: str) -> HTTPException:
 
 
 async def _tenant(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    token = authorization.removeprefix("Bearer ").strip() if authorization else None
+    scheme, _, token = (authorization or "").partition(" ")
+    token = token.strip() if scheme.lower() == "bearer" else None
     tenant = services.tenant_of(token)
     if tenant is None:
         raise _fail(

@@ -46,6 +46,7 @@ from server.sessions import SessionRecord
 log = logging.getLogger(__name__)
 router = APIRouter()
 CLOSE_UNAUTHORIZED = 4401
+CLOSE_HELLO_TIMEOUT = 4408
 
 
 class State(enum.Enum):
@@ -76,9 +77,20 @@ class Connection:
         self._notes: set[asyncio.Task] = set()  # memory notes being sent (kept referenced until done)
 
     async def run(self) -> None:
+        hello_by = time.monotonic() + self.services.settings.hello_timeout_s
         try:
             while self.state is not State.CLOSED:
-                frame = await self.ws.receive()
+                try:
+                    frame = await self._receive(hello_by)
+                except TimeoutError:
+                    await self.error(
+                        "hello_timeout",
+                        f"No 'hello' within {self.services.settings.hello_timeout_s:g} s of connecting; "
+                        "send 'hello' first on a new socket.",
+                        fatal=True,
+                    )
+                    await self.close(CLOSE_HELLO_TIMEOUT, "hello timeout")
+                    break
                 if frame["type"] == "websocket.disconnect":
                     break
                 await self.handle(frame.get("text") if frame.get("text") is not None else frame.get("bytes"))
@@ -91,6 +103,12 @@ class Connection:
                 await asyncio.gather(self._reply_task, return_exceptions=True)
             if self._unsubscribe is not None:
                 self._unsubscribe()
+
+    async def _receive(self, hello_by: float) -> dict:
+        """The next frame; before `hello`, only until `hello_by` (pings do not extend it)."""
+        if self.state is not State.AWAITING_HELLO:
+            return await self.ws.receive()
+        return await asyncio.wait_for(self.ws.receive(), timeout=max(0.0, hello_by - time.monotonic()))
 
     async def handle(self, raw: str | bytes | None) -> None:
         try:

@@ -4,6 +4,7 @@ backbone is a scripted fake (the reply's wording is not the point here)."""
 
 import asyncio
 import json
+import time
 
 import jsonschema
 import pytest
@@ -128,6 +129,9 @@ def test_ping_pong_and_bye_closes_normally(client):
         ),
         (json.dumps({"type": "say", "id": "1", "text": "hi"}), "not_ready", "hello"),
         (json.dumps({"type": "game_event", "text": "a door slams"}), "not_ready", "hello"),
+        # issue 16: these two once killed the socket with 1006 (RecursionError, int digit limit)
+        ('{"type": "ping", "id": ' + "[" * 5000 + "]" * 5000 + "}", "bad_json", "nested"),
+        ('{"type": "ping", "id": ' + "9" * 5000 + "}", "bad_json", "digits"),
     ],
 )
 def test_a_bad_frame_gets_an_error_and_the_socket_stays_usable(client, frame, code, in_message):
@@ -139,6 +143,43 @@ def test_a_bad_frame_gets_an_error_and_the_socket_stays_usable(client, frame, co
         assert in_message in error["message"]
         assert _hello(ws)["type"] == "ready"
         assert _say(ws, "Still there?")[1]["type"] == "reply"
+
+
+def test_a_binary_frame_is_refused_even_when_it_holds_json(client):
+    with client.websocket_connect("/v1/ws") as ws:
+        ws.send_bytes(json.dumps({"type": "ping", "id": "b"}).encode())
+        error = ws.receive_json()
+        assert (error["type"], error["code"], error["fatal"]) == ("error", "bad_message", False)
+        assert "text frame" in error["message"]
+        ws.send_json({"type": "ping", "id": "t"})
+        assert ws.receive_json() == {"type": "pong", "reply_to": "t"}
+
+
+def test_a_socket_that_never_says_hello_is_closed_after_the_hello_timeout(tmp_path):
+    with TestClient(_app(tmp_path, hello_timeout_s=0.5)) as client:
+        with client.websocket_connect("/v1/ws") as ws:
+            ws.send_json({"type": "ping", "id": "1"})  # pings do not count as a hello
+            assert ws.receive_json()["type"] == "pong"
+            error = ws.receive_json()
+            assert (error["code"], error["fatal"]) == ("hello_timeout", True)
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+            assert closed.value.code == 4408
+        with client.websocket_connect("/v1/ws") as ws:  # a hello in time is served as usual
+            assert _hello(ws)["type"] == "ready"
+            time.sleep(0.8)
+            assert _say(ws, "Still there?")[1]["type"] == "reply"
+
+
+def test_rest_wants_the_bearer_scheme_and_answers_bad_input_in_the_documented_shape(client):
+    plain = client.get("/v1/players/p1/memories", headers={"Authorization": KEY_A})
+    assert plain.status_code == 401 and plain.json()["detail"]["code"] == "unauthorized"
+    bad = client.get("/v1/players/p1/memories?include_superseded=maybe", headers=AUTH_A)
+    assert bad.status_code == 422 and set(bad.json()) == {"detail"}
+    assert (
+        bad.json()["detail"]["code"] == "bad_request"
+        and "include_superseded" in bad.json()["detail"]["message"]
+    )
 
 
 def test_an_unknown_persona_is_an_error_and_a_second_hello_works(client):
