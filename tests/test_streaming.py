@@ -133,6 +133,28 @@ def test_cancelling_the_task_stops_the_work(backbone):
     assert summary.n_generated_tokens < 2000
 
 
+def test_queued_work_of_a_client_that_left_is_never_prefilled(backbone):
+    """Issue 16: abandoned turns still cost the model when their prefill runs after the client left."""
+    running, queued = GenerationSummary(), GenerationSummary()
+
+    async def run():
+        first = backbone.stream(
+            "Tell me", params=GenerationParams(max_new_tokens=60, min_new_tokens=60), summary=running
+        )
+        await first.__anext__()  # the worker is busy with this one
+        waiting = asyncio.create_task(backbone.generate("A long prompt " * 50, params=GREEDY, summary=queued))
+        await asyncio.sleep(0.05)
+        waiting.cancel()  # its client leaves while it waits for the worker
+        await asyncio.gather(waiting, return_exceptions=True)
+        async for _ in first:
+            pass
+
+    asyncio.run(run())
+    backbone.wait_idle()
+    assert running.n_generated_tokens == 60
+    assert queued.finish_reason == "cancelled" and queued.n_prompt_tokens == 0  # never encoded or prefilled
+
+
 def test_unknown_adapter_is_a_clear_error(backbone):
     with pytest.raises(AdapterError, match="'nobody' is not loaded"):
         _collect(backbone, "hi", adapter="nobody")

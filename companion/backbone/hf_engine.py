@@ -251,6 +251,10 @@ class HFBackbone:
     def _stream_blocking(self, prompt, adapter, params, summary, routing_stats, cancelled, push) -> None:
         summary = summary if summary is not None else GenerationSummary()
         started = time.perf_counter()
+        if cancelled.is_set():  # the client left while this waited for the model: skip its prefill
+            summary.finish_reason = "cancelled"
+            push(_END)
+            return
 
         def on_token() -> None:
             summary.n_generated_tokens += 1
