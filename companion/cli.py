@@ -99,6 +99,18 @@ def _build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--data-dir", default=None, help="data directory (default: $COMPANION_DATA_DIR)")
     chat.set_defaults(handler=_cmd_chat)
 
+    _add_models_commands(sub)
+
+    from companion.memory_cli import add_memory_commands
+
+    add_memory_commands(sub)
+    from companion.persona_cli import add_persona_commands
+
+    add_persona_commands(sub)
+    return parser
+
+
+def _add_models_commands(sub) -> None:
     models = sub.add_parser(
         "models",
         help="prepare and inspect backbones",
@@ -149,14 +161,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     _add_model_arguments(info)
     info.set_defaults(handler=_cmd_models_info)
-
-    from companion.memory_cli import add_memory_commands
-
-    add_memory_commands(sub)
-    from companion.persona_cli import add_persona_commands
-
-    add_persona_commands(sub)
-    return parser
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:

@@ -145,6 +145,43 @@ def build_engine_from(settings: ServerSettings) -> Generator:
     )
 
 
+async def _connect_redis(settings: ServerSettings):
+    """A Redis client that answered a ping.
+
+    Raises:
+        BackendUnavailableError: REDIS_URL is set and Redis does not answer; the message says what to do.
+    """
+    redis_client = connect(settings.redis_url)
+    try:
+        await redis_client.ping()
+    except Exception as e:
+        await redis_client.aclose()
+        raise BackendUnavailableError(
+            f"REDIS_URL={describe(settings.redis_url)} is set but Redis does not answer ({e}). "
+            "Start redis-server, fix the URL, or unset REDIS_URL to run everything in-process."
+        ) from e
+    return redis_client
+
+
+def _redis_parts(settings: ServerSettings, redis_client):
+    """The buffer, session store, rate limiter and memory-writer factory on Redis."""
+    url = settings.redis_url
+    sessions: SessionStore = RedisSessionStore(redis_client, url)
+    limiter: RateLimiter = RedisRateLimiter(redis_client, url, settings.rate_limit_per_minute)
+
+    def writer_of(summarizer, store):
+        return RedisMemoryWriter(
+            summarizer,
+            store,
+            redis_client,
+            url,
+            consumer=settings.worker_name,
+            failpoints=parse_failpoints(settings.failpoints),
+        )
+
+    return RedisBuffer(redis_client, url), sessions, limiter, writer_of
+
+
 async def _start(settings: ServerSettings, backbone: Generator | None) -> Services:
     keys = settings.key_table()
     demo_token = None
@@ -153,32 +190,10 @@ async def _start(settings: ServerSettings, backbone: Generator | None) -> Servic
         keys = {**keys, demo_token: DEMO_TENANT}
     metrics, feed = Metrics(), WriteFeed()
     closers: list = []
-    redis_client = None
-    if settings.redis_url:
-        redis_client = connect(settings.redis_url)
-        try:
-            await redis_client.ping()
-        except Exception as e:
-            await redis_client.aclose()
-            raise BackendUnavailableError(
-                f"REDIS_URL={describe(settings.redis_url)} is set but Redis does not answer ({e}). "
-                "Start redis-server, fix the URL, or unset REDIS_URL to run everything in-process."
-            ) from e
+    redis_client = await _connect_redis(settings) if settings.redis_url else None
+    if redis_client is not None:
         closers.append(redis_client.aclose)
-        url = settings.redis_url
-        buffer = RedisBuffer(redis_client, url)
-        sessions: SessionStore = RedisSessionStore(redis_client, url)
-        limiter: RateLimiter = RedisRateLimiter(redis_client, url, settings.rate_limit_per_minute)
-
-        def writer_of(summarizer, store):
-            return RedisMemoryWriter(
-                summarizer,
-                store,
-                redis_client,
-                url,
-                consumer=settings.worker_name,
-                failpoints=parse_failpoints(settings.failpoints),
-            )
+        buffer, sessions, limiter, writer_of = _redis_parts(settings, redis_client)
     else:
         buffer, writer_of = None, None
         sessions, limiter = InProcessSessionStore(), InProcessRateLimiter(settings.rate_limit_per_minute)
