@@ -10,6 +10,7 @@ import torch
 
 from companion.backbone import BackboneConfig, GenerationParams, HFBackbone
 from companion.buffer import InProcessBuffer, ShortTermBuffer
+from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import InProcessMemoryWriter, MemoryWriter
 from companion.pipeline import TurnPipeline
 from companion.protocols import Generator
@@ -30,6 +31,7 @@ class Companion:
     writer: MemoryWriter
     pipeline: TurnPipeline
     personas: PersonaRegistry
+    erasures: ErasureLog
 
     @classmethod
     def build(
@@ -40,8 +42,9 @@ class Companion:
         chroma_url: str | None = None,
         params: GenerationParams | None = None,
         buffer: ShortTermBuffer | None = None,
-        writer_of: Callable[[FastSummarizer, ChromaMemoryStore], MemoryWriter] | None = None,
+        writer_of: Callable[[FastSummarizer, ChromaMemoryStore, ErasureLog], MemoryWriter] | None = None,
         backbone: Generator | None = None,
+        erasures: ErasureLog | None = None,
     ) -> Companion:
         """Loads the backbone and the embedder, opens the memory store, wires the pipeline.
 
@@ -51,10 +54,12 @@ class Companion:
             chroma_url: a Chroma server instead of the embedded store.
             params: decoding settings for replies.
             buffer: a short-term buffer; in-process when None.
-            writer_of: builds the memory writer from the summarizer and the store;
-                an in-process writer when None.
+            writer_of: builds the memory writer from the summarizer, the store and the
+                erasure log; an in-process writer when None.
             backbone: an already built generator (a test's fake, a shared backbone);
                 `backbone_config` is then ignored.
+            erasures: the log of hard deletes (Redis-backed in a server with Redis);
+                in-process when None.
         """
         if backbone is not None and backbone.kind != "hf":
             # torch only embeds short sentences here; its default of one thread per core would
@@ -69,7 +74,8 @@ class Companion:
         )
         backbone = backbone if backbone is not None else HFBackbone.from_config(backbone_config)
         buffer = buffer or InProcessBuffer()
-        writer = (writer_of or InProcessMemoryWriter)(FastSummarizer(embedder), store)
+        erasures = erasures or InProcessErasureLog()
+        writer = (writer_of or InProcessMemoryWriter)(FastSummarizer(embedder), store, erasures)
         personas = PersonaRegistry.default(data_dir)
         reflector = Reflector(embedder)
         reflector.warm(personas.all())
@@ -83,9 +89,10 @@ class Companion:
             personas.get,
             params=params,
             adapter_dir_of=personas.adapter_dir,
+            erasures=erasures,
         )
         pipeline.warm(personas.all())
-        return cls(backbone, store, buffer, writer, pipeline, personas)
+        return cls(backbone, store, buffer, writer, pipeline, personas, erasures)
 
     async def close(self) -> None:
         await self.writer.drain()

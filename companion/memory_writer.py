@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from companion.erasure import ErasureLog, InProcessErasureLog
 from memory.events import Turn
 from memory.store import ChromaMemoryStore, MemoryWrite
 
@@ -43,11 +44,13 @@ class InProcessMemoryWriter:
     Args:
         summarizer: turns -> event drafts.
         store: where events go.
+        erasures: hard deletes; turns that began before one of their player are dropped.
     """
 
-    def __init__(self, summarizer, store: ChromaMemoryStore):
+    def __init__(self, summarizer, store: ChromaMemoryStore, erasures: ErasureLog | None = None):
         self.summarizer = summarizer
         self.store = store
+        self.erasures = erasures or InProcessErasureLog()
         self.written: list[MemoryWrite] = []
         self.listeners: list[WriteListener] = []
         self._queue: asyncio.Queue | None = None
@@ -78,6 +81,8 @@ class InProcessMemoryWriter:
         while True:
             turns, player_id, npc_id, npc_name = await queue.get()
             try:
+                if await self.erasures.erased_after(player_id=player_id, npc_id=npc_id, since=turns[0].at):
+                    continue  # the player was hard-deleted after this turn began
                 drafts = await self.summarizer.summarize(turns, npc_name=npc_name)
                 writes = await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
                 self.written += writes

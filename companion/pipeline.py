@@ -21,6 +21,7 @@ from companion.backbone.config import GenerationParams
 from companion.backbone.routing import RoutingStats
 from companion.backbone.streaming import GenerationSummary
 from companion.buffer import BufferedTurn, ShortTermBuffer, turns_since_mentioned
+from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.errors import AdapterError
 from companion.memory_writer import MemoryWriter
 from companion.prompting import build_messages, persona_system_prompt, with_correction
@@ -95,6 +96,7 @@ class TurnPipeline:
         params: decoding settings.
         history_turns: turns of context in the prompt.
         recall_k: memories retrieved per turn.
+        erasures: hard deletes; a turn that began before one of its player is not remembered.
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class TurnPipeline:
         history_turns: int = 8,
         recall_k: int = 5,
         adapter_dir_of: Callable[[str], Path | None] | None = None,
+        erasures: ErasureLog | None = None,
     ):
         self.generator = generator
         self.store = store
@@ -121,6 +124,7 @@ class TurnPipeline:
         self.history_turns = history_turns
         self.recall_k = recall_k
         self.adapter_dir_of = adapter_dir_of
+        self.erasures = erasures or InProcessErasureLog()
         self._unusable: set[str] = set()  # personas whose adapter failed to load; not retried
 
     async def turn(
@@ -190,12 +194,8 @@ class TurnPipeline:
         )
         memories_used = [] if ignored else [c.event_id for c in decision.recall]
         npc_turn = Turn(role="npc", text=final)
-        await self.buffer.append(BufferedTurn(turn=player_turn), player_id=player_id, npc_id=npc_id)
-        await self.buffer.append(
-            BufferedTurn(turn=npc_turn, memories_used=memories_used), player_id=player_id, npc_id=npc_id
-        )
-        await self.writer.submit(
-            [player_turn, npc_turn], player_id=player_id, npc_id=npc_id, npc_name=persona.name
+        await self._remember(
+            player_turn, npc_turn, memories_used, player_id=player_id, npc_id=npc_id, persona=persona
         )
         result = TurnResult(
             text=final,
@@ -211,6 +211,29 @@ class TurnPipeline:
             fallbacks=fallbacks,
         )
         yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
+
+    async def _remember(
+        self,
+        player_turn: Turn,
+        npc_turn: Turn,
+        memories_used: list[str],
+        *,
+        player_id: str,
+        npc_id: str,
+        persona: Persona,
+    ) -> None:
+        """The turn into the short-term buffer and to the memory writer, unless the player was
+        hard-deleted after it began (the delete wins over the turn in flight)."""
+        if await self.erasures.erased_after(player_id=player_id, npc_id=npc_id, since=player_turn.at):
+            log.info("player %s was hard-deleted during this turn; it is not remembered", player_id)
+            return
+        await self.buffer.append(BufferedTurn(turn=player_turn), player_id=player_id, npc_id=npc_id)
+        await self.buffer.append(
+            BufferedTurn(turn=npc_turn, memories_used=memories_used), player_id=player_id, npc_id=npc_id
+        )
+        await self.writer.submit(
+            [player_turn, npc_turn], player_id=player_id, npc_id=npc_id, npc_name=persona.name
+        )
 
     def warm(self, personas: Sequence[Persona]) -> None:
         """Loads these personas' adapters and lets the engine cache their system prompts (blocking)."""

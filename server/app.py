@@ -25,7 +25,14 @@ from server.feed import RedisFeedBridge, WriteFeed
 from server.metrics import Metrics
 from server.rate_limit import InProcessRateLimiter, RateLimiter
 from server.redis_memory_writer import RedisMemoryWriter
-from server.redis_store import RedisBuffer, RedisRateLimiter, RedisSessionStore, connect, describe
+from server.redis_store import (
+    RedisBuffer,
+    RedisErasureLog,
+    RedisRateLimiter,
+    RedisSessionStore,
+    connect,
+    describe,
+)
 from server.sessions import InProcessSessionStore, SessionStore
 from server.settings import ServerSettings, parse_failpoints
 
@@ -169,7 +176,7 @@ def _redis_parts(settings: ServerSettings, redis_client):
     sessions: SessionStore = RedisSessionStore(redis_client, url)
     limiter: RateLimiter = RedisRateLimiter(redis_client, url, settings.rate_limit_per_minute)
 
-    def writer_of(summarizer, store):
+    def writer_of(summarizer, store, erasures):
         return RedisMemoryWriter(
             summarizer,
             store,
@@ -177,6 +184,7 @@ def _redis_parts(settings: ServerSettings, redis_client):
             url,
             consumer=settings.worker_name,
             failpoints=parse_failpoints(settings.failpoints),
+            erasures=erasures,
         )
 
     return RedisBuffer(redis_client, url), sessions, limiter, writer_of
@@ -194,8 +202,9 @@ async def _start(settings: ServerSettings, backbone: Generator | None) -> Servic
     if redis_client is not None:
         closers.append(redis_client.aclose)
         buffer, sessions, limiter, writer_of = _redis_parts(settings, redis_client)
+        erasures = RedisErasureLog(redis_client, settings.redis_url)
     else:
-        buffer, writer_of = None, None
+        buffer, writer_of, erasures = None, None, None
         sessions, limiter = InProcessSessionStore(), InProcessRateLimiter(settings.rate_limit_per_minute)
 
     params = GenerationParams(max_new_tokens=settings.max_new_tokens, temperature=settings.temperature)
@@ -211,6 +220,7 @@ async def _start(settings: ServerSettings, backbone: Generator | None) -> Servic
         buffer=buffer,
         writer_of=writer_of,
         backbone=backbone,
+        erasures=erasures,
     )
     closers.append(companion.close)
     writer = companion.writer

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import WriteListener, notify
 from memory.events import Turn
 from memory.store import ChromaMemoryStore, MemoryWrite
@@ -40,6 +41,8 @@ class RedisMemoryWriter:
     client, url: the Redis connection and its URL (for messages).
     consumer: this process's name in the group; stable across restarts.
     failpoints: testing only: {"writer.after_consume": "exit"} ends the process there.
+    erasures: hard deletes (in Redis, shared by every process); a job whose turns began
+        before one of its player's is acknowledged without writing.
     """
 
     def __init__(
@@ -51,12 +54,14 @@ class RedisMemoryWriter:
         *,
         consumer: str,
         failpoints: dict[str, str] | None = None,
+        erasures: ErasureLog | None = None,
         claim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
     ):
         self.summarizer, self.store, self.client, self.url = summarizer, store, client, url
         self.consumer = consumer
         self.failpoints = failpoints or {}
+        self.erasures = erasures or InProcessErasureLog()
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.listeners: list[WriteListener] = []
         self.written: list[MemoryWrite] = []
@@ -167,7 +172,10 @@ class RedisMemoryWriter:
         try:
             job = json.loads(fields["job"])
             turns = [Turn.model_validate(t) for t in job["turns"]]
-            drafts = await self.summarizer.summarize(turns, npc_name=job.get("npc_name"))
+            erased = await self.erasures.erased_after(
+                player_id=job["player_id"], npc_id=job["npc_id"], since=turns[0].at
+            )
+            drafts = [] if erased else await self.summarizer.summarize(turns, npc_name=job.get("npc_name"))
             writes = await self.store.add(
                 drafts, player_id=job["player_id"], npc_id=job["npc_id"], turns=turns
             )

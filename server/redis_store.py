@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import time
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from companion.buffer import BufferedTurn
+from memory.events import utcnow
 from server.errors import BackendUnavailableError
 from server.sessions import MAX_PENDING_WORLD, SESSION_TTL_S, SessionRecord
 
@@ -146,3 +148,28 @@ class RedisRateLimiter:
                 pipe.expire(key, 120)
                 count, _ = await pipe.execute()
         return None if count <= self.per_minute else 60 - (now % 60)
+
+
+ERASURE_TTL_S = 7 * 24 * 3600  # longer than any turn can stay in flight or in the writer's queue
+
+
+class RedisErasureLog:
+    """The erasure log (companion.erasure) in Redis: a hard delete on any process wins on all."""
+
+    def __init__(self, client: aioredis.Redis, url: str):
+        self.client, self.url = client, url
+
+    @staticmethod
+    def _key(player_id: str, npc_id: str | None) -> str:
+        return f"{PREFIX}erased:{player_id}\x00{npc_id or '*'}"
+
+    async def record(self, *, player_id: str, npc_id: str | None = None) -> datetime:
+        at = utcnow()
+        async with reachable(self.url):
+            await self.client.set(self._key(player_id, npc_id), at.isoformat(), ex=ERASURE_TTL_S)
+        return at
+
+    async def erased_after(self, *, player_id: str, npc_id: str, since: datetime) -> bool:
+        async with reachable(self.url):
+            values = await self.client.mget(self._key(player_id, None), self._key(player_id, npc_id))
+        return any(v is not None and datetime.fromisoformat(v) >= since for v in values)

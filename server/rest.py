@@ -184,6 +184,8 @@ async def delete_memories(
     """Hard delete: events and embeddings, queued writes, short-term buffers (and sessions, for all NPCs)."""
     companion, player = services.companion, scoped(tenant, player_id)
     try:
+        # first: any turn of this player still in flight (streaming, queued) is then never written
+        await companion.erasures.record(player_id=player, npc_id=npc_id)
         purged = 0
         if isinstance(companion.writer, RedisMemoryWriter):
             purged = await companion.writer.purge_player(player)

@@ -357,3 +357,36 @@ def test_schema_files_match_the_models(tmp_path):
 
     shipped = {p.name: json.loads(p.read_text()) for p in SCHEMA_DIR.glob("*.json")}
     assert shipped == written, "server/schemas/ is stale: run python -m server.protocol"
+
+
+@pytest.mark.parametrize("backend", ["in-process", "redis"])
+def test_a_hard_delete_during_a_reply_wins_over_that_turns_write(tmp_path, request, backend):
+    """Issue 16: a DELETE after the first token returned 200 with 0 deleted, then the fact was written."""
+    extra = {"redis_url": request.getfixturevalue("redis_url")} if backend == "redis" else {}
+    with TestClient(_app(tmp_path, FakeSlowGenerator("Whiskers is a fine name, love."), **extra)) as client:
+        services = client.app.state.services
+        with client.websocket_connect("/v1/ws") as ws:
+            assert _hello(ws, player="cat-owner")["type"] == "ready"
+            ws.send_json({"type": "say", "id": "m1", "text": "My cat is named Whiskers."})
+            assert ws.receive_json()["type"] == "token"  # the reply is streaming
+            assert client.delete("/v1/players/cat-owner/memories", headers=AUTH_A).status_code == 200
+            while ws.receive_json()["type"] != "reply":
+                pass
+            client.portal.call(_settle, services)
+            memories = client.get("/v1/players/cat-owner/memories", headers=AUTH_A).json()["events"]
+            assert memories == []  # the turn in flight was not written after the delete
+            history = client.portal.call(_recent, services, "studio-a/cat-owner")
+            assert history == []  # nor kept in the short-term buffer
+            _say(ws, "My dog is named Rex.", msg_id="m2")  # a line said after the delete is remembered
+            client.portal.call(_settle, services)
+            memories = client.get("/v1/players/cat-owner/memories", headers=AUTH_A).json()["events"]
+            assert len(memories) == 1 and "Rex" in memories[0]["content"]
+
+
+async def _settle(services):
+    """Waits until the memory writer has handled everything queued so far."""
+    await services.companion.writer.drain()
+
+
+async def _recent(services, player):
+    return await services.companion.buffer.recent(player_id=player, npc_id="mira", n=10)
