@@ -108,9 +108,13 @@ class RedisMemoryWriter:
         deadline = asyncio.get_running_loop().time() + timeout_s
         while True:
             async with reachable(self.url):
-                groups = await self.client.xinfo_groups(STREAM)
+                queued = await self.client.xlen(STREAM)
+                groups = await self.client.xinfo_groups(STREAM) if queued else []
             group = next((g for g in groups if g["name"] == GROUP), None)
-            if group is None or (group["pending"] == 0 and not group.get("lag")):
+            if group is None and not queued:
+                return
+            # no group but jobs queued: Redis came back empty and the worker is recreating the group
+            if group is not None and group["pending"] == 0 and not group.get("lag"):
                 return
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"memory writes still pending after {timeout_s} s: {group}")

@@ -127,6 +127,29 @@ def test_redis_going_away_is_a_clear_error_and_loses_nothing(tmp_path):
         own.stop()
 
 
+def test_the_first_turn_after_redis_comes_back_is_served_and_remembered(tmp_path):
+    """Issue 16: after an outage with no traffic, the next `say` streamed, then failed on a stale
+    pooled connection (backend_unavailable), and the turn was never remembered."""
+    own = RedisProcess(tmp_path / "redis").start()
+    try:
+        with TestClient(_redis_app(tmp_path, own.url)) as client:
+            with client.websocket_connect("/v1/ws") as ws:
+                _hello(ws)
+                _say(ws, "I'm training to be a knight.")
+                services = client.app.state.services
+                client.portal.call(services.companion.writer.drain)
+                own.stop()
+                own.start()  # back, empty, before anyone noticed: every pooled connection is stale
+                assert client.get("/health").status_code == 200
+                _, reply = _say(ws, "My sister Ana is getting married next spring.", "m2")
+                assert reply["type"] == "reply", reply
+            client.portal.call(services.companion.writer.drain)
+            events = client.get("/v1/players/p1/memories", headers=AUTH_A).json()["events"]
+            assert any("Ana" in e["content"] for e in events), events
+    finally:
+        own.stop()
+
+
 def test_a_server_refuses_to_start_on_an_unreachable_redis(tmp_path):
     from services import free_port
 
