@@ -130,10 +130,9 @@ def _new(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     from persona_adapters import save_persona
-    from persona_adapters.cards import PNG_SIGNATURE, read_card_json, read_card_png
+    from persona_adapters.cards import read_card
 
-    is_png = args.file.read_bytes()[:8] == PNG_SIGNATURE
-    persona = (read_card_png if is_png else read_card_json)(args.file, persona_id=args.id)
+    persona = read_card(args.file, persona_id=args.id)
     path = save_persona(persona, _user_file(args, persona.id))
     print(f"imported {persona.name} as {persona.id}: {path}")
     return 0

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from persona_adapters.errors import InvalidCardError
+from persona_adapters.files import parse_json, read_input
 from persona_adapters.persona import DialogueLine, Persona, persona_from_dict
 
 CardVersion = Literal["v2", "v3"]
@@ -188,13 +189,32 @@ def card_from_persona(persona: Persona, version: CardVersion = "v2") -> dict[str
     return {"spec": spec, "spec_version": spec_version, "data": data}
 
 
+def read_card(path: str | Path, *, persona_id: str | None = None) -> Persona:
+    """A persona from a character card file, PNG or JSON (told apart by the PNG signature).
+
+    Raises:
+        InvalidCardError: the file is missing, too large, or not a valid card; one line says which.
+    """
+    raw = read_input(path, what="character card", error=InvalidCardError)
+    if raw.startswith(PNG_SIGNATURE):
+        return _card_from_png(raw, str(path), persona_id=persona_id)
+    return _card_from_json(raw, str(path), persona_id=persona_id)
+
+
 def read_card_json(path: str | Path, *, persona_id: str | None = None) -> Persona:
-    path = Path(path)
+    raw = read_input(path, what="character card", error=InvalidCardError)
+    return _card_from_json(raw, str(path), persona_id=persona_id)
+
+
+def _card_from_json(raw: bytes, source: str, *, persona_id: str | None) -> Persona:
     try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InvalidCardError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}).") from e
-    return persona_from_card(card, source=str(path), persona_id=persona_id)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidCardError(
+            f"{source}: not a character card: neither a PNG card nor UTF-8 JSON (bad byte at {e.start})."
+        ) from e
+    card = parse_json(text, source, error=InvalidCardError)
+    return persona_from_card(card, source=source, persona_id=persona_id)
 
 
 def write_card_json(persona: Persona, path: str | Path, version: CardVersion = "v2") -> Path:
@@ -230,9 +250,13 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 def read_card_png(path: str | Path, *, persona_id: str | None = None) -> Persona:
     """A persona from a PNG card (a V3 `ccv3` chunk wins over a V2 `chara` chunk)."""
-    path = Path(path)
+    raw = read_input(path, what="character card", error=InvalidCardError)
+    return _card_from_png(raw, str(path), persona_id=persona_id)
+
+
+def _card_from_png(png: bytes, path: str, *, persona_id: str | None) -> Persona:
     texts = {}
-    for kind, data in _chunks(path.read_bytes(), str(path)):
+    for kind, data in _chunks(png, path):
         if kind == b"tEXt" and b"\x00" in data:
             keyword, value = data.split(b"\x00", 1)
             texts[keyword] = value
@@ -242,10 +266,11 @@ def read_card_png(path: str | Path, *, persona_id: str | None = None) -> Persona
             f"{path}: the PNG has no 'chara' or 'ccv3' text chunk; it is a picture, not a character card."
         )
     try:
-        card = json.loads(base64.b64decode(raw, validate=True))
+        decoded = base64.b64decode(raw, validate=True)
     except (binascii.Error, ValueError) as e:
         raise InvalidCardError(f"{path}: the card chunk is not base64-encoded JSON ({e}).") from e
-    return persona_from_card(card, source=str(path), persona_id=persona_id)
+    card = parse_json(decoded, f"{path} (card chunk)", error=InvalidCardError)
+    return persona_from_card(card, source=path, persona_id=persona_id)
 
 
 def write_card_png(persona: Persona, path: str | Path, *, image: str | Path | None = None) -> Path:

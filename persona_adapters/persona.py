@@ -198,11 +198,15 @@ def persona_from_dict(data: Any, *, source: str = "persona") -> Persona:
 
 def load_persona(path: str | Path) -> Persona:
     """Reads and validates a persona YAML file."""
+    from persona_adapters.files import decode_text, read_input
+
     path = Path(path)
+    raw = read_input(path, what="persona YAML", error=InvalidPersonaError)
+    text = decode_text(raw, path, what="persona YAML", error=InvalidPersonaError)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise InvalidPersonaError(f"{path}: no such file.") from e
+        data = yaml.safe_load(text)
+    except RecursionError as e:
+        raise InvalidPersonaError(f"{path}: the YAML is nested too deeply to read.") from e
     except yaml.YAMLError as e:
         raise InvalidPersonaError(f"{path}: not valid YAML ({e}); check indentation and quotes.") from e
     return persona_from_dict(data, source=str(path))

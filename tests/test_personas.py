@@ -183,3 +183,34 @@ def test_lorebook_and_boundaries_reach_the_prompt():
     assert "without a suit" in persona_prompt  # boundaries: every turn, in the persona's system prompt
     assert "forty-year-old Hauler-class freighter" in turn_note  # lore: only when the line asks for it
     assert "forty-year-old" not in " ".join(m["content"] for m in build_messages(orla, [], "Hello"))
+
+
+@pytest.mark.parametrize(
+    ("make", "said"),
+    [
+        (lambda p: p.write_bytes(bytes(range(256)) * 40), "not a character card"),  # binary, not a PNG
+        (lambda p: p.write_text('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}"), "nested too deeply"),
+        (lambda p: None, "no such file"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(b"{" + b" " * (21 * 2**20) + b"}"), "larger than"),
+    ],
+)
+def test_persona_import_of_a_bad_file_is_one_line_not_a_traceback(tmp_path, capsys, make, said):
+    """Issue 16: these printed Python tracebacks (and a 150 MB card was still importing after 120 s)."""
+    from companion.cli import main
+
+    path = tmp_path / "card.json"
+    make(path)
+    assert main(["persona", "import", str(path), "--data-dir", str(tmp_path / "data")]) == 1
+    err = capsys.readouterr().err
+    assert said in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_persona_validate_of_a_binary_file_says_so(tmp_path, capsys):
+    from companion.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(b"\xff\xfe\x00binary" * 100)
+    assert main(["persona", "validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert "not UTF-8 text" in err and "Traceback" not in err
