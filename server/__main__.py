@@ -19,6 +19,7 @@ from companion.errors import CompanionError
 from memory.heap_hygiene import reexec_with_heap_scrubbing
 from server.app import create_app
 from server.errors import ServerError
+from server.handshake import with_handshake_timeout
 from server.protocol import TRANSPORT_MAX_BYTES
 from server.settings import ServerSettings
 
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         log_level=args.log_level,
         ws_max_size=TRANSPORT_MAX_BYTES,
         lifespan="on",
+        http=with_handshake_timeout(settings.handshake_timeout_s),
     )
     server = uvicorn.Server(config)
     try:

@@ -43,6 +43,8 @@ class ServerSettings(BaseSettings):
         rate_limit_per_minute: `say` + `game_event` messages and REST calls per key per minute.
         hello_timeout_s: a socket that has not sent `hello` this long after connecting gets
             a `hello_timeout` error and is closed (4408); pings do not extend it.
+        handshake_timeout_s: a connection whose first request (HTTP, or a WebSocket's
+            upgrade) is not complete this long after it opened is closed.
         worker_name: this process's name in the Redis consumer group; keep it stable
             across restarts so a restarted server finishes its own unacknowledged writes.
         failpoints: testing only: "writer.after_consume=exit" kills the process at that point.
@@ -73,6 +75,7 @@ class ServerSettings(BaseSettings):
     rate_limit_per_minute: int = Field(120, ge=1)
     history_on_resume: int = Field(10, ge=0, le=40)
     hello_timeout_s: float = Field(10.0, gt=0, le=3600)
+    handshake_timeout_s: float = Field(10.0, gt=0, le=3600)
     worker_name: str = Field(default_factory=socket.gethostname)
     failpoints: str = ""
 

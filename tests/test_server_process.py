@@ -103,3 +103,33 @@ def test_a_model_that_fails_to_load_stops_the_start_with_the_reason(tmp_path, su
     out = _run([], env)
     assert out.returncode != 0 and "Companion could not start" in out.stderr
     assert "no-such-checkpoint" in out.stderr
+
+
+def test_idle_and_half_open_connections_are_closed_by_the_handshake_timeout(
+    tmp_path, subprocess_env, tiny_checkpoint
+):
+    """Issue 16: a raw TCP connection that sent nothing, and one that sent half its headers, were open at 600 s."""
+    import socket
+    import time
+
+    env = {
+        **subprocess_env,
+        "COMPANION_MODEL": str(tiny_checkpoint),
+        "COMPANION_DATA_DIR": str(tmp_path),
+        "COMPANION_HANDSHAKE_TIMEOUT_S": "1",
+    }
+    env.pop("REDIS_URL", None)
+    server = ServerProcess(env, tmp_path / "log").start()
+    try:
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        half = socket.create_connection(("127.0.0.1", server.port))
+        half.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # never the blank line that ends the headers
+        for sock in (silent, half):
+            sock.settimeout(10)
+            started = time.monotonic()
+            assert sock.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - started < 5
+            sock.close()
+        assert httpx.get(server.http + "/health").status_code == 200  # a complete request is served
+    finally:
+        server.stop()
