@@ -36,7 +36,10 @@ def minilm_model_dir() -> Path:
 
 
 class MiniLMEmbedder:
-    """all-MiniLM-L6-v2 through sentence-transformers, on the CPU, normalised vectors.
+    """all-MiniLM-L6-v2 on the CPU, normalised vectors: the model's own recipe (its modules.json:
+    the BERT encoder, mean pooling over the tokens, L2 normalisation; 256 tokens at most), run
+    with transformers directly. sentence-transformers computes the same vectors, but importing
+    it loads datasets, pandas, pyarrow and scikit-learn: 270 MB of a server's memory for nothing.
 
     Recent texts are cached (LRU) because a turn embeds the same query for recall and
     for the reflection gates. `forget_texts` drops cached entries, so a hard delete of a
@@ -49,10 +52,15 @@ class MiniLMEmbedder:
 
     dimension = 384
 
-    def __init__(self, *, cache_size: int = 4096, device: str = "cpu") -> None:
-        from sentence_transformers import SentenceTransformer
+    max_tokens = 256  # sentence_bert_config.json's max_seq_length
 
-        self._model = SentenceTransformer(str(minilm_model_dir()), device=device, local_files_only=True)
+    def __init__(self, *, cache_size: int = 4096, device: str = "cpu") -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        path = str(minilm_model_dir())
+        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._model = AutoModel.from_pretrained(path, local_files_only=True).eval().to(device)
+        self._device = device
         self._cache: OrderedDict[str, list[float]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -63,13 +71,7 @@ class MiniLMEmbedder:
         with self._lock:
             missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
         if missing:
-            vectors = self._model.encode(
-                missing,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                batch_size=64,
-                show_progress_bar=False,
-            )
+            vectors = [v for i in range(0, len(missing), 64) for v in self._encode(missing[i : i + 64])]
             with self._lock:
                 for text, vector in zip(missing, vectors, strict=True):
                     self._cache[text] = vector.tolist()
@@ -82,6 +84,18 @@ class MiniLMEmbedder:
             while len(self._cache) > self._cache_size:
                 self._cache.popitem(last=False)
         return out
+
+    def _encode(self, texts: list[str]):
+        import torch
+
+        batch = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self._device)
+        with torch.inference_mode():
+            tokens = self._model(**batch).last_hidden_state  # (batch, seq, 384)
+        mask = batch["attention_mask"].unsqueeze(-1).to(tokens.dtype)  # (batch, seq, 1)
+        pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)  # mean over real tokens
+        return torch.nn.functional.normalize(pooled, p=2, dim=1).cpu().numpy()
 
     def forget_texts(self, texts: Sequence[str] | None = None) -> None:
         """Drops `texts` from the cache (all of it when None)."""
