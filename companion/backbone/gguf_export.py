@@ -12,7 +12,7 @@ Cache layout, beside the safetensors checkpoints:
     models/gguf/smollm2-135m-instruct-moe4.f16.gguf    greedy parity with the hf engine
     models/gguf/smollm2-135m-instruct-moe4.q8_0.gguf   what the llamacpp engine serves
     models/gguf/smollm2-135m-instruct.f16.gguf         the dense parent
-    adapters-gguf/<name>-<hash>.gguf                   a persona's LoRA, keyed by its weights
+    adapters-gguf/<name>-<hash>.f16.gguf               a persona's LoRA, keyed by its weights
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 LLAMA_CPP_VERSION = "0.3.36"  # keep in step with scripts/bootstrap and pyproject.toml
 OUTTYPES = ("f32", "f16", "bf16", "q8_0")
+# Persona LoRAs as f16: 9% faster than f32 at 20 players in one lane here (236 vs 217 tok/s),
+# half the file, and greedy output still equal to the hf engine's (tests/test_engine_llamacpp.py).
+LORA_OUTTYPE = "f16"
 TOOLS_ENV = "COMPANION_LLAMA_CPP_TOOLS"
 
 
@@ -98,11 +101,11 @@ def export_adapter(adapter_dir: Path, base_checkpoint: Path, out_dir: Path, *, t
             f"{adapter_dir} holds no peft adapter (adapter_config.json + adapter_model.safetensors)."
         )
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
-    out = out_dir / f"{adapter_dir.name}-{digest}.gguf"
+    out = out_dir / f"{adapter_dir.name}-{digest}.{LORA_OUTTYPE}.gguf"
     if out.is_file():
         return out
     out_dir.mkdir(parents=True, exist_ok=True)
-    args = ["--base", str(base_checkpoint), "--outtype", "f32", str(adapter_dir)]
+    args = ["--base", str(base_checkpoint), "--outtype", LORA_OUTTYPE, str(adapter_dir)]
     try:
         _convert(tools, "convert_lora_to_gguf.py", args, out, what=f"adapter {adapter_dir}")
     except ModelLoadFailedError as e:
