@@ -17,6 +17,8 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,7 +32,17 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 
 def connect(url: str) -> aioredis.Redis:
-    return aioredis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=2)
+    """A client that survives a Redis restart: a pooled connection the server closed meanwhile fails
+    its first command; that command is retried on a fresh connection (issue 16: the first request
+    after Redis came back failed with "Connection closed by server.")."""
+    return aioredis.from_url(
+        url,
+        decode_responses=True,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=3),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+    )
 
 
 def describe(url: str) -> str:
