@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from companion.backbone.hf_engine import Message
+from companion.backbone.prompt_template import Message
 from persona_adapters import Persona
 
 

@@ -3,8 +3,10 @@
 The public surface:
 
 - `BackboneConfig`, `RoutingConfig`, `GenerationParams`: what to load and how to decode.
-- `HFBackbone.from_config(config)`: a loaded model (transformers + peft) with `stream`,
-  `generate`, `generate_batch`, adapter management and routing statistics.
+- `HFBackbone.from_config(config)`: the `hf` engine, a loaded model (transformers + peft)
+  with `stream`, `generate`, `generate_batch`, adapter management and routing statistics.
+- `engines.build_engine(kind, ...)`: any engine (`hf`, `llamacpp`, `openai`) behind the
+  `companion.protocols.Generator` interface.
 - `prepare_default_model()`: builds the offline default (SmolLM2-135M-Instruct upcycled to
   an MoE) in the local cache once.
 """

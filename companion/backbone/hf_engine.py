@@ -12,7 +12,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ import torch
 from companion.backbone.adapters import AdapterSet
 from companion.backbone.config import DEFAULT_MODEL, BackboneConfig, GenerationParams
 from companion.backbone.health import EngineHealth
+from companion.backbone.prompt_template import Prompt
 from companion.backbone.provision import prepare_default_model
 from companion.backbone.routing import DynamicRouter, RoutingStats, install_routing
 from companion.backbone.streaming import DeltaStreamer, GenerationSummary, StopWhen, visible_text
@@ -29,8 +30,6 @@ from companion.errors import ConfigError, GenerationFailedError, ModelLoadFailed
 
 log = logging.getLogger(__name__)
 
-Message = Mapping[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
-Prompt = str | Sequence[Message]
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _END = object()
 

@@ -141,8 +141,14 @@ class OpenAIAdapters:
     def has(self, name: str) -> bool:
         return name in self.config.persona_models or name in self.names()
 
+    def known(self, name: str) -> bool:
+        """What the last discovery found; never asks the server (safe on the event loop)."""
+        return name in self.config.persona_models or name in self.lora_ids or name in self.models
+
     def check(self, name: str | None) -> None:
-        if name is not None and not self.has(name):
+        """Raises AdapterError unless the last discovery found `name` (no HTTP: called on the event loop;
+        `has` is what rediscovers, and the pipeline calls it off the loop)."""
+        if name is not None and not self.known(name):
             raise AdapterError(
                 f"the server at {self.config.base_url} serves no adapter or model for persona {name!r}; "
                 "start it with one (vLLM: --lora-modules NAME=PATH; llama-server: --lora NAME.gguf) "
