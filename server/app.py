@@ -106,11 +106,12 @@ def create_app(settings: ServerSettings | None = None, *, backbone: Generator | 
         description="NPC companions with persona, memory and empathy. WebSocket protocol v1 at /v1/ws.",
         lifespan=lifespan,
     )
-    from server import rest, websocket  # the routes import Services from here
+    from server import openai_compat, rest, websocket  # the routes import Services from here
 
     app.add_exception_handler(RequestValidationError, _bad_request)
     app.include_router(rest.router)
     app.include_router(websocket.router)
+    app.include_router(openai_compat.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

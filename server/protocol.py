@@ -159,6 +159,25 @@ class ReplyMetadata(_Message):
     fallbacks: list[str] = Field(description="In-character repairs applied to the last draft.")
 
 
+def reply_metadata(result) -> ReplyMetadata:
+    """The wire form of a finished turn's metadata (`companion.pipeline.TurnResult`)."""
+    recalled = {c.event_id: c for c in result.decision.recall}
+    meta = result.metadata()
+    return ReplyMetadata(
+        strategy=meta["strategy"],
+        emotion=meta["emotion"],
+        refused=meta["refused"],
+        memories_used=[
+            MemoryRef(id=i, type=recalled[i].type, content=recalled[i].content)
+            for i in result.memories_used
+            if i in recalled
+        ],
+        regenerated=meta["regenerated"],
+        flags=meta["flags"],
+        fallbacks=meta["fallbacks"],
+    )
+
+
 class Usage(_Message):
     tokens: int
     time_to_first_token_ms: float | None

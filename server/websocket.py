@@ -29,17 +29,16 @@ from server.protocol import (
     HistoryLine,
     MemoryEventInfo,
     MemoryNote,
-    MemoryRef,
     PersonaInfo,
     Ping,
     Pong,
     Ready,
     Reply,
-    ReplyMetadata,
     Say,
     Token,
     Usage,
     parse_frame,
+    reply_metadata,
 )
 from server.sessions import SessionRecord
 
@@ -259,13 +258,6 @@ class Connection:
     def _reply_message(self, say: Say, result, started: float, first_token_at: float | None) -> Reply:
         services = self.services
         now = time.perf_counter()
-        recalled = {c.event_id: c for c in result.decision.recall}
-        memories = [
-            MemoryRef(id=i, type=recalled[i].type, content=recalled[i].content)
-            for i in result.memories_used
-            if i in recalled
-        ]
-        meta = result.metadata()
         n_tokens = result.generation.n_generated_tokens
         services.metrics.replies.labels(self.persona.id, result.strategy).inc()
         services.metrics.tokens.inc(n_tokens)
@@ -273,15 +265,7 @@ class Connection:
         return Reply(
             reply_to=say.id,
             text=result.text,
-            metadata=ReplyMetadata(
-                strategy=meta["strategy"],
-                emotion=meta["emotion"],
-                refused=meta["refused"],
-                memories_used=memories,
-                regenerated=meta["regenerated"],
-                flags=meta["flags"],
-                fallbacks=meta["fallbacks"],
-            ),
+            metadata=reply_metadata(result),
             usage=Usage(
                 tokens=n_tokens,
                 time_to_first_token_ms=None if first_token_at is None else 1000 * (first_token_at - started),
