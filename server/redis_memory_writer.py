@@ -65,6 +65,7 @@ class RedisMemoryWriter:
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.listeners: list[WriteListener] = []
         self.written: list[MemoryWrite] = []
+        self.problem: str | None = None  # why the last pass of the worker failed; None when it did not
         self._worker: asyncio.Task | None = None
 
     async def submit(
@@ -96,6 +97,15 @@ class RedisMemoryWriter:
             self._worker.cancel()
             await asyncio.gather(self._worker, return_exceptions=True)
             self._worker = None
+
+    def health(self) -> str | None:
+        """None when the worker runs and its last pass worked; else what is wrong."""
+        if self._worker is None:
+            return "not started"
+        if self._worker.done():
+            error = None if self._worker.cancelled() else self._worker.exception()
+            return f"stopped ({error!r})" if error else "stopped"
+        return self.problem
 
     async def drain(self, timeout_s: float = 60.0) -> None:
         """Waits until the group has nothing undelivered and nothing pending (all processes).
@@ -138,9 +148,12 @@ class RedisMemoryWriter:
 
     async def _run(self) -> None:
         own_pending = True  # after a restart, first finish what this consumer read and never acked
-        backoff = 0.5
+        recreate, backoff = False, 0.5
         while True:
             try:
+                if recreate:
+                    await self._create_group()
+                    recreate = False
                 if own_pending:  # one pass; jobs that fail again are retried by the claim below
                     batch = await self._read("0", count=1000)
                     own_pending = False
@@ -152,18 +165,24 @@ class RedisMemoryWriter:
                         batch = await self._read(">", block_ms=1000)
                 for entry_id, fields in batch:
                     await self._process(entry_id, fields)
-                backoff = 0.5
+                backoff, self.problem = 0.5, None
             except asyncio.CancelledError:
                 raise
             except REDIS_DOWN as e:
+                self.problem = f"Redis unreachable ({e})"
                 log.warning("memory writer: Redis unreachable (%s); retrying in %.1f s", e, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             except ResponseError as e:
-                if "NOGROUP" not in str(e):
-                    raise
-                log.warning("memory writer: the stream or group is gone (a flushed Redis?); recreating it")
-                await self._create_group()
+                if "NOGROUP" in str(e) or "UNBLOCKED" in str(e):
+                    log.warning("memory writer: the stream or group is gone (a flushed Redis?); recreating it")
+                    recreate = True
+                    continue
+                # e.g. WRONGTYPE: something else wrote the stream's key. Keep trying; /health says so.
+                self.problem = f"Redis refused the queue's commands ({e})"
+                log.error("memory writer: %s; retrying in %.1f s", self.problem, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
 
     async def _read(self, start: str, *, count: int = 16, block_ms: int | None = None) -> list:
         reply = await self.client.xreadgroup(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -96,16 +97,28 @@ async def health(services: ServicesDep) -> JSONResponse:
         checks["redis"] = "not configured (in-process)"
     else:
         try:
-            await asyncio.wait_for(services.redis.ping(), 2)
+            await asyncio.wait_for(_redis_round_trip(services), 2)
             checks["redis"] = "ok"
         except Exception as e:
             checks["redis"], ok = f"unreachable: {e}", False
+        writer = services.companion.writer
+        problem = writer.health() if isinstance(writer, RedisMemoryWriter) else None
+        checks["memory_writer"] = "ok" if problem is None else problem
+        ok = ok and problem is None
     try:
         await asyncio.wait_for(asyncio.to_thread(services.companion.store.client.heartbeat), 5)
         checks["chroma"] = "ok"
     except Exception as e:
         checks["chroma"], ok = f"unreachable: {e}", False
     return JSONResponse({"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503)
+
+
+async def _redis_round_trip(services: Services) -> None:
+    """A write and a read on the connection pool the routes use, not just a ping."""
+    key, token = f"companion:health:{services.settings.worker_name}", secrets.token_hex(8)
+    await services.redis.set(key, token, px=10_000)
+    if await services.redis.get(key) != token:
+        raise RuntimeError("a value written was not read back")
 
 
 @router.get("/metrics")

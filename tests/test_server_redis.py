@@ -122,7 +122,7 @@ def test_redis_going_away_is_a_clear_error_and_loses_nothing(tmp_path):
                 own.start()
                 _, reply = _say(ws, "Did you hear me now?", "m3")
                 assert reply["type"] == "reply"
-            assert client.get("/health").status_code == 200
+            assert _wait_for_health(client, 200)["memory_writer"] == "ok"  # once its retry got through
     finally:
         own.stop()
 
@@ -148,6 +148,40 @@ def test_the_first_turn_after_redis_comes_back_is_served_and_remembered(tmp_path
             assert any("Ana" in e["content"] for e in events), events
     finally:
         own.stop()
+
+
+def test_health_is_ready_only_while_the_memory_queue_works(tmp_path, redis_url):
+    """/health pinged Redis and said ok while the memory writer had died on a Redis error."""
+    with TestClient(_redis_app(tmp_path, redis_url)) as client:
+        assert client.get("/health").json()["memory_writer"] == "ok"
+        raw = redis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            raw.delete(STREAM)
+            raw.set(STREAM, "not a stream")  # another program took the queue's key
+            health = _wait_for_health(client, 503)
+            assert "WRONGTYPE" in health["memory_writer"], health
+            raw.delete(STREAM)  # freed: the writer recreates its queue and goes on
+            assert _wait_for_health(client, 200)["memory_writer"] == "ok"
+        finally:
+            raw.close()
+        with client.websocket_connect("/v1/ws") as ws:
+            _hello(ws, player="p9")
+            _say(ws, "My sister Ana is getting married next spring.")
+        client.portal.call(client.app.state.services.companion.writer.drain)
+        events = client.get("/v1/players/p9/memories", headers=AUTH_A).json()["events"]
+        assert any("Ana" in e["content"] for e in events), events
+
+
+def _wait_for_health(client, status: int, timeout: float = 20) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = client.get("/health")
+        if response.status_code == status or time.monotonic() > deadline:
+            assert response.status_code == status, response.json()
+            return response.json()
+        time.sleep(0.1)
 
 
 def test_a_server_refuses_to_start_on_an_unreachable_redis(tmp_path):
