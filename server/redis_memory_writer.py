@@ -175,7 +175,9 @@ class RedisMemoryWriter:
                 backoff = min(backoff * 2, 10.0)
             except ResponseError as e:
                 if "NOGROUP" in str(e) or "UNBLOCKED" in str(e):
-                    log.warning("memory writer: the stream or group is gone (a flushed Redis?); recreating it")
+                    log.warning(
+                        "memory writer: the stream or group is gone (a flushed Redis?); recreating it"
+                    )
                     recreate = True
                     continue
                 # e.g. WRONGTYPE: something else wrote the stream's key. Keep trying; /health says so.
