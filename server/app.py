@@ -184,6 +184,7 @@ def _redis_parts(settings: ServerSettings, redis_client):
             redis_client,
             url,
             consumer=settings.worker_name,
+            claim_idle_ms=int(1000 * settings.writer_claim_idle_s),
             failpoints=parse_failpoints(settings.failpoints),
             erasures=erasures,
         )

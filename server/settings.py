@@ -47,6 +47,8 @@ class ServerSettings(BaseSettings):
             upgrade) is not complete this long after it opened is closed.
         worker_name: this process's name in the Redis consumer group; keep it stable
             across restarts so a restarted server finishes its own unacknowledged writes.
+        writer_claim_idle_s: a memory write another process read and left unacknowledged this
+            long (it died) is claimed and written by this one.
         failpoints: testing only: "writer.after_consume=exit" kills the process at that point.
     """
 
@@ -77,6 +79,7 @@ class ServerSettings(BaseSettings):
     hello_timeout_s: float = Field(10.0, gt=0, le=3600)
     handshake_timeout_s: float = Field(10.0, gt=0, le=3600)
     worker_name: str = Field(default_factory=socket.gethostname)
+    writer_claim_idle_s: float = Field(30.0, gt=0, le=3600)
     failpoints: str = ""
 
     @field_validator("api_keys")

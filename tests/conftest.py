@@ -39,9 +39,10 @@ def tokenizer(default_paths):
     return AutoTokenizer.from_pretrained(default_paths.moe_dir, local_files_only=True)
 
 
-@pytest.fixture()
+@pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
-    """Environment for child processes: the same network guard, loaded via sitecustomize."""
+    """Environment for child processes: the same network guard, loaded via sitecustomize.
+    Shared by every test: copy it (`{**subprocess_env, ...}`), never change it."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NETGUARD), env.get("PYTHONPATH")]))
     return env

@@ -221,3 +221,53 @@ def _llama_server_binary() -> str:
             pytest.fail(message + " - under CI=true this test must run, not skip")
         pytest.skip(message)
     return str(binary)
+
+
+class ChromaProcess:
+    """A Chroma server (`chroma run`, from the chromadb wheel) on a free loopback port."""
+
+    def __init__(self, workdir: Path):
+        self.binary = shutil.which("chroma", path=str(Path(sys.executable).parent))
+        assert self.binary, "the chroma command comes with the chromadb wheel"
+        self.workdir, self.port = workdir, free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ChromaProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "run",
+                "--path",
+                str(self.workdir),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"chroma run exited with {self.proc.returncode}")
+            try:
+                with urllib.request.urlopen(self.url + "/api/v2/heartbeat", timeout=2) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"chroma run did not come up on {self.url} in {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(20)
+            self.proc = None

@@ -1,52 +1,20 @@
 """The store against a real Chroma server (`chroma run`, started by the test on loopback)."""
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
+from services import ChromaProcess, free_port
 
 from memory.errors import StoreUnavailableError
 from memory.events import EventDraft, Turn
 from memory.store import ChromaMemoryStore
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def chroma_server(tmp_path_factory, minilm):
-    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
-    assert chroma, "the chroma command comes with the chromadb wheel"
-    port = _free_port()
-    env = dict(os.environ, ANONYMIZED_TELEMETRY="False")
-    data = tmp_path_factory.mktemp("chroma-server")
-    process = subprocess.Popen(
-        [chroma, "run", "--path", str(data), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    store = None
-    while store is None:
-        try:
-            store = ChromaMemoryStore.remote(url, minilm)
-        except StoreUnavailableError:
-            if time.monotonic() > deadline or process.poll() is not None:
-                process.kill()
-                pytest.fail(f"chroma run did not come up on {url}")
-            time.sleep(0.3)
-    yield store
-    process.terminate()
-    process.wait(timeout=20)
+    process = ChromaProcess(tmp_path_factory.mktemp("chroma-server")).start()
+    yield ChromaMemoryStore.remote(process.url, minilm)
+    process.stop()
 
 
 def run(coro):
@@ -110,7 +78,7 @@ def test_isolation_duplicates_supersession_and_delete_on_a_server(chroma_server)
 
 def test_unreachable_server_is_a_clear_error(minilm):
     with pytest.raises(StoreUnavailableError, match="could not reach the Chroma server"):
-        ChromaMemoryStore.remote(f"http://127.0.0.1:{_free_port()}", minilm)
+        ChromaMemoryStore.remote(f"http://127.0.0.1:{free_port()}", minilm)
     with pytest.raises(StoreUnavailableError, match="not an http"):
         ChromaMemoryStore.remote("chroma.local:8000", minilm)
 
