@@ -81,10 +81,9 @@ class InProcessMemoryWriter:
         while True:
             turns, player_id, npc_id, npc_name = await queue.get()
             try:
-                if await self.erasures.erased_after(player_id=player_id, npc_id=npc_id, since=turns[0].at):
-                    continue  # the player was hard-deleted after this turn began
-                drafts = await self.summarizer.summarize(turns, npc_name=npc_name)
-                writes = await self.store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
+                writes = await write_unless_erased(
+                    self.summarizer, self.store, self.erasures, turns, player_id, npc_id, npc_name
+                )
                 self.written += writes
                 notify(self.listeners, player_id, npc_id, writes)
             except Exception:  # a failed write must not kill the worker; it is logged with its turns
@@ -96,6 +95,35 @@ class InProcessMemoryWriter:
                 )
             finally:
                 queue.task_done()
+
+
+async def write_unless_erased(
+    summarizer,
+    store: ChromaMemoryStore,
+    erasures: ErasureLog,
+    turns: Sequence[Turn],
+    player_id: str,
+    npc_id: str,
+    npc_name: str | None,
+) -> list[MemoryWrite]:
+    """Summarizes and stores `turns`, unless their player was hard-deleted after they began.
+
+    The erasure is checked before and again after the write: a delete that lands while the
+    write runs (in another process, between the check and the write) would otherwise be
+    undone by it, so what this write created is taken back.
+    """
+    since = turns[0].at
+    if await erasures.erased_after(player_id=player_id, npc_id=npc_id, since=since):
+        return []
+    drafts = await summarizer.summarize(turns, npc_name=npc_name)
+    writes = await store.add(drafts, player_id=player_id, npc_id=npc_id, turns=turns)
+    if writes and await erasures.erased_after(player_id=player_id, npc_id=npc_id, since=since):
+        await store.retract(writes, player_id=player_id, npc_id=npc_id)
+        log.info(
+            "player %s was hard-deleted while their turn was written; the write is taken back", player_id
+        )
+        return []
+    return writes
 
 
 def notify(

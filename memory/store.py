@@ -243,6 +243,10 @@ class ChromaMemoryStore:
             self.list_sync, player_id=player_id, npc_id=npc_id, include_superseded=include_superseded
         )
 
+    async def retract(self, writes: Sequence[MemoryWrite], *, player_id: str, npc_id: str) -> int:
+        """Deletes the events `writes` created; returns how many."""
+        return await asyncio.to_thread(self.retract_sync, writes, player_id=player_id, npc_id=npc_id)
+
     async def delete(self, *, player_id: str, npc_id: str | None = None) -> int:
         """Hard-deletes the player's events (with one NPC, or all); returns how many."""
         return await asyncio.to_thread(self.delete_sync, player_id=player_id, npc_id=npc_id)
@@ -279,12 +283,24 @@ class ChromaMemoryStore:
             return []
         turns = list(turns)
         vectors = self.embedder.embed([fact_key(d.content) for d in drafts])
-        with self._player_lock(player_id):
-            collection = self._collection(player_id, npc_id, create=True)
+
+        def write(collection) -> list[MemoryWrite]:
             return [
                 self._write_one(collection, draft, vector, player_id, npc_id, turns)
                 for draft, vector in zip(drafts, vectors, strict=True)
             ]
+
+        with self._player_lock(player_id):
+            return self._on_collection(player_id, npc_id, write, create=True)
+
+    def retract_sync(self, writes: Sequence[MemoryWrite], *, player_id: str, npc_id: str) -> int:
+        """Deletes the events `writes` created (a write that lost a race with a hard delete)."""
+        ids = [w.event.id for w in writes if w.action in ("created", "superseded")]
+        if not ids:
+            return 0
+        with self._player_lock(player_id):
+            self._on_collection(player_id, npc_id, lambda c: c.delete(ids=ids), create=False)
+        return len(ids)
 
     def _write_one(self, collection, draft, vector, player_id, npc_id, turns) -> MemoryWrite:
         event_id = _stable_id(player_id, npc_id, draft, turns)
@@ -332,13 +348,18 @@ class ChromaMemoryStore:
         include_superseded: bool = False,
         now: datetime | None = None,
     ) -> list[ScoredEvent]:
-        collection = self._collection(player_id, npc_id, create=False)
-        if collection is None or k < 1:
+        if k < 1 or self._collection(player_id, npc_id, create=False) is None:
             return []
         query_vector = np.asarray(self.embedder.embed([query])[0], dtype=np.float32)
-        return self.search_by_vector(
-            collection, query_vector, k=k, include_superseded=include_superseded, now=now
+        found = self._on_collection(
+            player_id,
+            npc_id,
+            lambda c: self.search_by_vector(
+                c, query_vector, k=k, include_superseded=include_superseded, now=now
+            ),
+            create=False,
         )
+        return found or []
 
     def search_by_vector(
         self,
@@ -374,7 +395,13 @@ class ChromaMemoryStore:
     def list_sync(
         self, *, player_id: str, npc_id: str | None = None, include_superseded: bool = True
     ) -> list[MemoryEvent]:
-        return _events_in(self._collections_of(player_id, npc_id), include_superseded=include_superseded)
+        from chromadb.errors import NotFoundError
+
+        try:
+            return _events_in(self._collections_of(player_id, npc_id), include_superseded=include_superseded)
+        except NotFoundError:  # a handle went stale: another process deleted the collection
+            self._forget_handles(player_id)
+            return _events_in(self._collections_of(player_id, npc_id), include_superseded=include_superseded)
 
     def delete_sync(self, *, player_id: str, npc_id: str | None = None) -> int:
         with self._player_lock(player_id):
@@ -459,6 +486,32 @@ class ChromaMemoryStore:
             raise StoreUnavailableError(f"the Chroma store failed: {type(e).__name__}: {e}") from e
         self._collections[(player_id, npc_id)] = collection
         return collection
+
+    def _on_collection(self, player_id: str, npc_id: str, use, *, create: bool):
+        """`use(collection)`; None when there is no collection (and create is False).
+
+        Collection handles are cached. Another process on the same Chroma server can delete
+        the collection (a hard delete there) and the cached handle then fails with
+        NotFoundError: the handle is dropped and `use` runs once more on a fresh lookup.
+        """
+        from chromadb.errors import NotFoundError
+
+        collection = self._collection(player_id, npc_id, create=create)
+        if collection is None:
+            return None
+        try:
+            return use(collection)
+        except NotFoundError:
+            self._forget_handles(player_id, npc_id)
+            collection = self._collection(player_id, npc_id, create=create)
+            return None if collection is None else use(collection)
+
+    def _forget_handles(self, player_id: str, npc_id: str | None = None) -> None:
+        self._collections = {
+            key: c
+            for key, c in self._collections.items()
+            if key[0] != player_id or (npc_id is not None and key[1] != npc_id)
+        }
 
     def _collections_of(self, player_id: str, npc_id: str | None) -> list:
         """The player's collections: with one NPC, or (by name prefix) with all of them."""

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from companion.erasure import ErasureLog, InProcessErasureLog
-from companion.memory_writer import WriteListener, notify
+from companion.memory_writer import WriteListener, notify, write_unless_erased
 from memory.events import Turn
 from memory.store import ChromaMemoryStore, MemoryWrite
 from server.redis_store import PREFIX, REDIS_DOWN, reachable
@@ -197,12 +197,14 @@ class RedisMemoryWriter:
         try:
             job = json.loads(fields["job"])
             turns = [Turn.model_validate(t) for t in job["turns"]]
-            erased = await self.erasures.erased_after(
-                player_id=job["player_id"], npc_id=job["npc_id"], since=turns[0].at
-            )
-            drafts = [] if erased else await self.summarizer.summarize(turns, npc_name=job.get("npc_name"))
-            writes = await self.store.add(
-                drafts, player_id=job["player_id"], npc_id=job["npc_id"], turns=turns
+            writes = await write_unless_erased(
+                self.summarizer,
+                self.store,
+                self.erasures,
+                turns,
+                job["player_id"],
+                job["npc_id"],
+                job.get("npc_name"),
             )
         except Exception:
             log.exception("memory write %s failed; it stays pending and is retried", entry_id)

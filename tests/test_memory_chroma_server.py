@@ -11,10 +11,15 @@ from memory.store import ChromaMemoryStore
 
 
 @pytest.fixture(scope="module")
-def chroma_server(tmp_path_factory, minilm):
+def chroma_process(tmp_path_factory):
     process = ChromaProcess(tmp_path_factory.mktemp("chroma-server")).start()
-    yield ChromaMemoryStore.remote(process.url, minilm)
+    yield process
     process.stop()
+
+
+@pytest.fixture(scope="module")
+def chroma_server(chroma_process, minilm):
+    return ChromaMemoryStore.remote(chroma_process.url, minilm)
 
 
 def run(coro):
@@ -85,3 +90,22 @@ def test_unreachable_server_is_a_clear_error(minilm):
 
 def test_telemetry_is_off(chroma_server):
     assert chroma_server.client.get_settings().anonymized_telemetry is False
+
+
+def test_a_collection_deleted_by_another_process_is_looked_up_again(chroma_server, chroma_process, minilm):
+    """Two server processes share a Chroma server: after one hard-deletes a player, the other's
+    cached collection handle was stale and every search and write of that player failed
+    (NotFoundError, seen in the soak) until a restart."""
+    here, there = chroma_server, ChromaMemoryStore.remote(chroma_process.url, minilm)
+    told = [Turn(id="st-1", role="player", text="I have a dog named Rex.")]
+    draft = EventDraft(type="relationship", content="The player has a dog named Rex.", importance=5)
+    run(here.add([draft], player_id="stale", npc_id="mira", turns=told))
+    assert run(there.search("dog", player_id="stale", npc_id="mira"))  # `there` caches the handle
+    assert run(here.delete(player_id="stale")) == 1
+    assert run(there.search("dog", player_id="stale", npc_id="mira")) == []
+    assert run(there.list(player_id="stale", npc_id="mira")) == []
+    again = [Turn(id="st-2", role="player", text="My cat is named Pebble.")]
+    cat = EventDraft(type="relationship", content="The player's cat is named Pebble.", importance=5)
+    [write] = run(there.add([cat], player_id="stale", npc_id="mira", turns=again))
+    assert write.action == "created"
+    assert [e.content for e in run(here.list(player_id="stale"))] == [cat.content]

@@ -258,3 +258,31 @@ def test_an_adapter_that_does_not_fit_the_backbone_is_skipped_with_a_warning(par
     assert "speaks without its adapter" in caplog.text
     assert backbone.adapters.names() == []
     backbone.close()
+
+
+class FakeSummarizerRacedByADelete:
+    """Summarizes with the real summarizer; meanwhile 'another process' hard-deletes the player
+    (the erasure is logged, then the store is cleared), after the writer's first check."""
+
+    def __init__(self, inner, store, erasures):
+        self.inner, self.store, self.erasures = inner, store, erasures
+
+    async def summarize(self, turns, *, npc_name=None):
+        drafts = await self.inner.summarize(turns, npc_name=npc_name)
+        await self.erasures.record(player_id="p1")
+        await self.store.delete(player_id="p1")
+        return drafts
+
+
+def test_a_write_that_lost_a_race_with_a_hard_delete_is_taken_back(parts, minilm):
+    from companion.erasure import InProcessErasureLog
+    from companion.memory_writer import write_unless_erased
+    from memory.events import Turn
+
+    store = parts[0]
+    erasures = InProcessErasureLog()
+    summarizer = FakeSummarizerRacedByADelete(FastSummarizer(minilm), store, erasures)
+    turns = [Turn(role="player", text="I have a dog named Rex.")]
+    writes = asyncio.run(write_unless_erased(summarizer, store, erasures, turns, "p1", "mira", "Mira"))
+    assert writes == []
+    assert asyncio.run(store.list(player_id="p1")) == []  # the delete won, though it landed mid-write
