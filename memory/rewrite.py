@@ -44,7 +44,7 @@ _ADVERBS = (
     r"just|really|also|always|never|still|already|finally|recently|actually|often|sometimes|usually|honestly"
 )
 _I_VERB = re.compile(
-    rf"\bI(?P<contraction>'m|'ve|'ll|'d)?(?P<adverb>\s+(?:{_ADVERBS}))?"
+    rf"\bI(?P<contraction>'m|'ve|'ll|'d)?(?!\w)(?P<adverb>\s+(?:{_ADVERBS}))?"
     r"(?:\s+(?P<neg>am not|don't|haven't)|\s+(?P<verb>[a-z]+))?"
 )
 _LEADING_FILLER = re.compile(

@@ -85,6 +85,10 @@ def test_one_message_with_two_facts_gives_two_events(minilm):
         ("I worry about my brother.", "The player worries about their brother."),
         ("I'm a nurse.", "The player is a nurse."),
         ("I don't eat meat.", "The player doesn't eat meat."),
+        # a name that starts with "I" is a name, not the pronoun (the soak found "the playersabel")
+        ("My sister Isabel is getting married.", "The player's sister Isabel is getting married."),
+        ("I have a dog named Iggy.", "The player has a dog named Iggy."),
+        ("Ivan and I went fishing.", "Ivan and the player went fishing."),
     ],
 )
 def test_third_person_rewrite(sentence, fact):
