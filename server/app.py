@@ -1,15 +1,13 @@
 """`create_app(settings)`: the FastAPI app. The lifespan loads the backbone once and wires
-Redis (when configured) or the in-process parts; routes live in rest.py and websocket.py."""
+Redis (when configured) or the in-process parts. Routes: rest.py, websocket.py and
+openai_compat.py; what they share (`Services`) is in services.py."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +21,7 @@ from companion.protocols import Generator
 from server.errors import BackendUnavailableError, ServerError
 from server.feed import RedisFeedBridge, WriteFeed
 from server.metrics import Metrics
+from server.openai_compat import router as openai_router
 from server.rate_limit import InProcessRateLimiter, RateLimiter
 from server.redis_memory_writer import RedisMemoryWriter
 from server.redis_store import (
@@ -33,43 +32,15 @@ from server.redis_store import (
     connect,
     describe,
 )
+from server.rest import STATIC_DIR
+from server.rest import router as rest_router
+from server.services import Services
 from server.sessions import InProcessSessionStore, SessionStore
 from server.settings import ServerSettings, parse_failpoints
+from server.websocket import router as websocket_router
 
 log = logging.getLogger(__name__)
-STATIC_DIR = Path(__file__).parent / "static"
 DEMO_TENANT = "demo"
-
-
-@dataclass
-class Services:
-    """What the routes use; built by the lifespan, found on `app.state.services`."""
-
-    settings: ServerSettings
-    companion: Companion
-    sessions: SessionStore
-    limiter: RateLimiter
-    feed: WriteFeed
-    metrics: Metrics
-    keys: dict[str, str]  # secret -> tenant
-    demo_token: str | None
-    redis: object | None = None
-    closers: list = field(default_factory=list)
-
-    def tenant_of(self, token: str | None) -> str | None:
-        """The key name a token belongs to; compared in constant time."""
-        if not token:
-            return None
-        found = None
-        for secret, tenant in self.keys.items():
-            if hmac.compare_digest(secret.encode(), token.encode()):
-                found = tenant
-        return found
-
-
-def scoped(tenant: str, player_id: str) -> str:
-    """The player id the pipeline and the store see: players live under their key."""
-    return f"{tenant}/{player_id}"
 
 
 def create_app(settings: ServerSettings | None = None, *, backbone: Generator | None = None) -> FastAPI:
@@ -106,12 +77,10 @@ def create_app(settings: ServerSettings | None = None, *, backbone: Generator | 
         description="NPC companions with persona, memory and empathy. WebSocket protocol v1 at /v1/ws.",
         lifespan=lifespan,
     )
-    from server import openai_compat, rest, websocket  # the routes import Services from here
-
     app.add_exception_handler(RequestValidationError, _bad_request)
-    app.include_router(rest.router)
-    app.include_router(websocket.router)
-    app.include_router(openai_compat.router)
+    app.include_router(rest_router)
+    app.include_router(websocket_router)
+    app.include_router(openai_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
 

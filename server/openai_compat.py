@@ -28,9 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from companion.errors import CompanionError, EngineUnavailableError
 from persona_adapters.errors import UnknownPersonaError
-from server.app import Services, scoped
 from server.errors import BackendUnavailableError
 from server.protocol import MAX_TEXT_CHARS, PlayerId, reply_metadata
+from server.services import Services, scoped
 
 log = logging.getLogger(__name__)
 router = APIRouter()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from pathlib import Path as FilePath
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
@@ -17,14 +18,15 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 
 from memory.events import MemoryEvent
 from persona_adapters.errors import UnknownPersonaError
-from server.app import STATIC_DIR, Services, scoped
 from server.errors import BackendUnavailableError
 from server.protocol import MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION, PlayerId, schemas
 from server.redis_memory_writer import RedisMemoryWriter
+from server.services import Services, scoped
 from server.websocket import CLOSE_UNAUTHORIZED
 
 log = logging.getLogger(__name__)
 router = APIRouter()
+STATIC_DIR = FilePath(__file__).parent / "static"
 
 
 def _services(request: Request) -> Services:

@@ -19,7 +19,6 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from companion.errors import CompanionError, EngineUnavailableError
 from memory.store import MemoryWrite
 from persona_adapters.errors import UnknownPersonaError
-from server.app import Services, scoped
 from server.errors import BackendUnavailableError, ProtocolError
 from server.protocol import (
     Bye,
@@ -40,6 +39,7 @@ from server.protocol import (
     parse_frame,
     reply_metadata,
 )
+from server.services import Services, scoped
 from server.sessions import SessionRecord
 
 log = logging.getLogger(__name__)
