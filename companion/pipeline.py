@@ -81,6 +81,30 @@ class TurnEvent:
     result: TurnResult | None = None
 
 
+@dataclass
+class _Prepared:
+    """A turn's inputs to the model: what stage one (prepare) found."""
+
+    persona: Persona
+    player_turn: Turn
+    decision: Decision
+    known: list
+    player_lines: list[str]
+    messages: list
+    adapter: str | None
+    reflection_ms: float
+
+
+@dataclass
+class _Drafting:
+    """What the drafts produced: the last draft, every post-check, the last generation's figures."""
+
+    draft: str = ""
+    checks: list[PostCheck] = field(default_factory=list)
+    summary: GenerationSummary = field(default_factory=GenerationSummary)
+    routing: RoutingStats = field(default_factory=RoutingStats)
+
+
 class TurnPipeline:
     """Runs turns for any player and NPC.
 
@@ -136,81 +160,116 @@ class TurnPipeline:
         game_time: str | None = None,
         world: Sequence[str] = (),
     ) -> AsyncIterator[TurnEvent]:
-        """Runs one turn; `world` lists game events the NPC saw since the last turn."""
+        """Runs one turn in three stages (prepare, draft and check, commit); `world` lists
+        game events the NPC saw since the last turn."""
+        prepared = await self._prepare(player_id, npc_id, text, game_time, world)
+        drafting = _Drafting()
+        async for event in self._draft_and_check(prepared, drafting):
+            yield event
+        result = await self._commit(prepared, drafting, player_id=player_id, npc_id=npc_id)
+        yield TurnEvent("reply", text=result.text, attempt=len(result.checks), result=result)
+
+    async def _prepare(
+        self, player_id: str, npc_id: str, text: str, game_time: str | None, world: Sequence[str]
+    ) -> _Prepared:
+        """Recall, reflection's decision and the prompt."""
         persona = self.persona_of(npc_id)
-        player_turn = Turn(role="player", text=text, game_time=game_time)
         history = await self.buffer.recent(player_id=player_id, npc_id=npc_id, n=self.history_turns)
         started = time.perf_counter()
         recalled = await self.store.search(text, player_id=player_id, npc_id=npc_id, k=self.recall_k)
-        decision = self.reflector.before(
-            text, persona=persona, recalled=recalled, recent_mentions=turns_since_mentioned(history)
+        decision = await asyncio.to_thread(  # embeds: CPU work off the event loop
+            self.reflector.before,
+            text,
+            persona=persona,
+            recalled=recalled,
+            recent_mentions=turns_since_mentioned(history),
         )
         reflection_ms = 1000 * (time.perf_counter() - started)
-        known = await self.store.list(player_id=player_id, npc_id=npc_id)
-        player_lines = [b.turn.text for b in history if b.turn.role == "player"] + [text]
         chat = [
             {"role": "user" if b.turn.role == "player" else "assistant", "content": b.turn.text}
             for b in history
         ]
-        messages = build_messages(persona, chat, text, guidance=guidance(decision, persona), world=world)
+        return _Prepared(
+            persona=persona,
+            player_turn=Turn(role="player", text=text, game_time=game_time),
+            decision=decision,
+            known=await self.store.list(player_id=player_id, npc_id=npc_id),
+            player_lines=[b.turn.text for b in history if b.turn.role == "player"] + [text],
+            messages=build_messages(persona, chat, text, guidance=guidance(decision, persona), world=world),
+            adapter=await asyncio.to_thread(self._adapter, persona),  # a first load may convert files
+            reflection_ms=reflection_ms,
+        )
 
-        adapter = await asyncio.to_thread(self._adapter, persona)  # a first load may convert files
-        checks: list[PostCheck] = []
-        summary, routing = GenerationSummary(), RoutingStats()
-        draft = ""
+    async def _draft_and_check(self, prepared: _Prepared, drafting: _Drafting) -> AsyncIterator[TurnEvent]:
+        """Streams a draft and post-checks it; a rejected draft gets one corrected retry."""
+        messages, persona = prepared.messages, prepared.persona
         for attempt in (1, 2):
             if attempt == 2:
-                yield TurnEvent("restart", text=correction(checks[-1], persona), attempt=2)
-                messages = with_correction(messages, correction(checks[-1], persona))
+                note = correction(drafting.checks[-1], persona)
+                yield TurnEvent("restart", text=note, attempt=2)
+                messages = with_correction(messages, note)
             pieces: list[str] = []
-            summary, routing = GenerationSummary(), RoutingStats()
+            drafting.summary, drafting.routing = GenerationSummary(), RoutingStats()
             async for delta in self.generator.stream(
                 messages,
-                adapter=adapter,
+                adapter=prepared.adapter,
                 params=self.params,
-                summary=summary,
-                routing_stats=routing,
+                summary=drafting.summary,
+                routing_stats=drafting.routing,
             ):
                 pieces.append(delta)
                 yield TurnEvent("token", text=delta, attempt=attempt)
                 if BREAKS_CHARACTER.search("".join(pieces)):
                     break  # stop generating a draft that is already lost
-            draft = "".join(pieces).strip()
-            checks.append(
-                self.reflector.after(draft, decision=decision, known=known, player_lines=player_lines)
+            drafting.draft = "".join(pieces).strip()
+            check = await asyncio.to_thread(
+                self.reflector.after,
+                drafting.draft,
+                decision=prepared.decision,
+                known=prepared.known,
+                player_lines=prepared.player_lines,
             )
-            if checks[-1].ok:
-                break
+            drafting.checks.append(check)
+            if check.ok:
+                return
+
+    async def _commit(
+        self, prepared: _Prepared, drafting: _Drafting, *, player_id: str, npc_id: str
+    ) -> TurnResult:
+        """The final text (repaired where the last draft still failed), remembered."""
+        decision, last = prepared.decision, drafting.checks[-1]
         final, fallbacks = _finalize(
-            draft,
-            checks[-1],
+            drafting.draft,
+            last,
             decision,
-            persona,
-            trim=summary.finish_reason == "length",
+            prepared.persona,
+            trim=drafting.summary.finish_reason == "length",
             recall_threshold=self.reflector.config.recall_threshold,
         )
-        ignored = (
-            any(f.kind == "ignored_recall" for f in checks[-1].flags) and "recall_question" not in fallbacks
-        )
+        ignored = any(f.kind == "ignored_recall" for f in last.flags) and "recall_question" not in fallbacks
         memories_used = [] if ignored else [c.event_id for c in decision.recall]
         npc_turn = Turn(role="npc", text=final)
         await self._remember(
-            player_turn, npc_turn, memories_used, player_id=player_id, npc_id=npc_id, persona=persona
+            prepared.player_turn,
+            npc_turn,
+            memories_used,
+            player_id=player_id,
+            npc_id=npc_id,
+            persona=prepared.persona,
         )
-        result = TurnResult(
+        return TurnResult(
             text=final,
             decision=decision,
-            checks=checks,
-            regenerated=len(checks) > 1,
+            checks=drafting.checks,
+            regenerated=len(drafting.checks) > 1,
             memories_used=memories_used,
-            player_turn_id=player_turn.id,
+            player_turn_id=prepared.player_turn.id,
             npc_turn_id=npc_turn.id,
-            generation=summary,
-            routing=routing,
-            reflection_ms=reflection_ms,
+            generation=drafting.summary,
+            routing=drafting.routing,
+            reflection_ms=prepared.reflection_ms,
             fallbacks=fallbacks,
         )
-        yield TurnEvent("reply", text=final, attempt=len(checks), result=result)
 
     async def _remember(
         self,
