@@ -120,8 +120,9 @@ NPCS = ("mira", "rex")
 
 def build_layouts(client, texts, vectors, n_events: int, rng: np.random.Generator):
     """Writes the same events into both layouts; returns ({(player, npc): collection}, naive collection)."""
+    from memory.chroma_layout import COLLECTION_METADATA
+    from memory.consolidation import event_metadata
     from memory.events import EventDraft, MemoryEvent
-    from memory.store import COLLECTION_METADATA, event_metadata
 
     per_pair = n_events // (N_PLAYERS * len(NPCS))
     naive = client.create_collection(
@@ -162,8 +163,9 @@ def build_layouts(client, texts, vectors, n_events: int, rng: np.random.Generato
 def bench_search(embedder, texts, vectors, sizes: list[int], n_queries: int) -> None:
     import chromadb
 
+    from memory.chroma_layout import chroma_settings, raise_open_file_limit
     from memory.embedding import MiniLMEmbedder
-    from memory.store import ChromaMemoryStore, chroma_settings, raise_open_file_limit
+    from memory.store import ChromaMemoryStore
 
     rng = np.random.default_rng(0)
     queries = [f"{q} ({i})" for i, q in enumerate(random.Random(0).choices([

@@ -12,8 +12,9 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from companion.erasure import ErasureLog, InProcessErasureLog
+from memory.consolidation import MemoryWrite
 from memory.events import Turn
-from memory.store import ChromaMemoryStore, MemoryWrite
+from memory.store import ChromaMemoryStore
 
 log = logging.getLogger(__name__)
 

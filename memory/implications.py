@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class Topic:
@@ -140,3 +142,25 @@ TOPICS: tuple[Topic, ...] = (
         "celebration: birthday, anniversary, good news, plans, achievements",
     ),
 )
+
+
+class ImpliedConcerns:
+    """The concern vectors of the topics a query is close to; the topics are embedded once,
+    on first use (or `near(zeros)` to warm up)."""
+
+    def __init__(self, embedder, threshold: float):
+        self.embedder, self.threshold = embedder, threshold
+        self._vectors: list[tuple[np.ndarray, np.ndarray]] | None = None
+
+    def near(self, query_vector: np.ndarray) -> list[np.ndarray]:
+        if self._vectors is None:
+            self._vectors = [
+                (
+                    np.asarray(self.embedder.embed(list(t.examples)), dtype=np.float32),
+                    np.asarray(self.embedder.embed([t.concerns])[0], dtype=np.float32),
+                )
+                for t in TOPICS
+            ]
+        return [
+            c for examples, c in self._vectors if float((examples @ query_vector).max()) >= self.threshold
+        ]

@@ -15,8 +15,8 @@ from collections.abc import Callable
 
 import redis.asyncio as aioredis
 
+from memory.consolidation import MemoryWrite
 from memory.events import MemoryEvent
-from memory.store import MemoryWrite
 from server.redis_store import PREFIX, REDIS_DOWN
 
 log = logging.getLogger(__name__)

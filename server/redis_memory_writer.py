@@ -23,8 +23,9 @@ from redis.exceptions import ResponseError
 
 from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import WriteListener, notify, write_unless_erased
+from memory.consolidation import MemoryWrite
 from memory.events import Turn
-from memory.store import ChromaMemoryStore, MemoryWrite
+from memory.store import ChromaMemoryStore
 from server.redis_store import PREFIX, REDIS_DOWN, reachable
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from companion.errors import CompanionError, EngineUnavailableError
-from memory.store import MemoryWrite
+from memory.consolidation import MemoryWrite
 from persona_adapters.errors import UnknownPersonaError
 from server.errors import BackendUnavailableError, ProtocolError
 from server.protocol import (

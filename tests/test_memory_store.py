@@ -8,10 +8,11 @@ from datetime import timedelta
 
 import pytest
 
+from memory.chroma_layout import collection_name, player_prefix, segment_dirs
 from memory.config import ForgettingPolicy, MemoryConfig, RetrievalWeights
 from memory.events import EventDraft, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
-from memory.store import ChromaMemoryStore, collection_name, player_prefix
+from memory.store import ChromaMemoryStore
 
 
 def run(coro):
@@ -204,7 +205,7 @@ def _delete_victim(tmp_path, minilm, secret):
         )
     )
     assert _files_containing(tmp_path, secret)  # it was written
-    victim_segments = store._segment_dirs(store._collections_of("victim", None))
+    victim_segments = segment_dirs(store.sqlite_path, store._collections_of("victim", None))
     assert victim_segments
     assert run(store.delete(player_id="victim")) == 1
     return store, victim_segments
