@@ -17,6 +17,7 @@ from companion.protocols import Generator
 from companion.reflection import Reflector
 from memory.embedding import MiniLMEmbedder
 from memory.fast_summarizer import FastSummarizer
+from memory.protocols import MemoryStore
 from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
 
@@ -26,7 +27,7 @@ class Companion:
     """The loaded parts and the pipeline that joins them."""
 
     backbone: HFBackbone | Generator
-    store: ChromaMemoryStore
+    store: MemoryStore
     buffer: ShortTermBuffer
     writer: MemoryWriter
     pipeline: TurnPipeline

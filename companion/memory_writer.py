@@ -14,7 +14,7 @@ from typing import Protocol
 from companion.erasure import ErasureLog, InProcessErasureLog
 from memory.consolidation import MemoryWrite
 from memory.events import Turn
-from memory.store import ChromaMemoryStore
+from memory.protocols import MemoryStore, Summarizer
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,16 @@ class MemoryWriter(Protocol):
 
     async def drain(self) -> None: ...
 
+    async def purge(self, player_id: str) -> int:
+        """Part of a hard delete: drops the player's queued writes; returns how many."""
+        ...
+
+    def health(self) -> str | None:
+        """None while writes go through; else what is wrong."""
+        ...
+
+    async def close(self) -> None: ...
+
 
 class InProcessMemoryWriter:
     """A background task that summarizes and stores submitted turns in order.
@@ -48,7 +58,7 @@ class InProcessMemoryWriter:
         erasures: hard deletes; turns that began before one of their player are dropped.
     """
 
-    def __init__(self, summarizer, store: ChromaMemoryStore, erasures: ErasureLog | None = None):
+    def __init__(self, summarizer: Summarizer, store: MemoryStore, erasures: ErasureLog | None = None):
         self.summarizer = summarizer
         self.store = store
         self.erasures = erasures or InProcessErasureLog()
@@ -71,6 +81,17 @@ class InProcessMemoryWriter:
         """Waits until everything submitted so far (in this event loop) is written."""
         if self._queue is not None and self._loop is asyncio.get_running_loop():
             await self._queue.join()
+
+    async def purge(self, player_id: str) -> int:
+        """In-process, queued writes are few and the erasure log drops them; they are let
+        land (and skipped) so that the store delete that follows sees everything."""
+        await self.drain()
+        return 0
+
+    def health(self) -> str | None:
+        if self._worker is not None and self._worker.done() and not self._worker.cancelled():
+            return f"stopped ({self._worker.exception()!r})"
+        return None
 
     async def close(self) -> None:
         await self.drain()
@@ -99,8 +120,8 @@ class InProcessMemoryWriter:
 
 
 async def write_unless_erased(
-    summarizer,
-    store: ChromaMemoryStore,
+    summarizer: Summarizer,
+    store: MemoryStore,
     erasures: ErasureLog,
     turns: Sequence[Turn],
     player_id: str,

@@ -30,7 +30,7 @@ from companion.reflection import Decision, PostCheck, Reflector, correction, gui
 from companion.reflection.guidance import recall_line, refusal_line
 from companion.reflection.postcheck import BREAKS_CHARACTER
 from memory.events import Turn
-from memory.store import ChromaMemoryStore
+from memory.protocols import MemoryStore
 from persona_adapters import Persona
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ class TurnPipeline:
     def __init__(
         self,
         generator: Generator,
-        store: ChromaMemoryStore,
+        store: MemoryStore,
         reflector: Reflector,
         buffer: ShortTermBuffer,
         writer: MemoryWriter,

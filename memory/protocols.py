@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from memory.consolidation import MemoryWrite
 from memory.events import EventDraft, MemoryEvent, ScoredEvent, Turn
 
 
@@ -46,7 +47,7 @@ class Summarizer(Protocol):
     Chit-chat (greetings, thanks) gives an empty list.
     """
 
-    async def summarize(self, turns: Sequence[Turn]) -> list[EventDraft]: ...
+    async def summarize(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]: ...
 
 
 @runtime_checkable
@@ -55,7 +56,9 @@ class MemoryStore(Protocol):
 
     async def add(
         self, drafts: Sequence[EventDraft], *, player_id: str, npc_id: str, turns: Sequence[Turn] = ()
-    ) -> list[MemoryEvent]: ...
+    ) -> list[MemoryWrite]: ...
+
+    async def retract(self, writes: Sequence[MemoryWrite], *, player_id: str, npc_id: str) -> int: ...
 
     async def search(
         self,
@@ -73,3 +76,9 @@ class MemoryStore(Protocol):
     ) -> list[MemoryEvent]: ...
 
     async def delete(self, *, player_id: str, npc_id: str | None = None) -> int: ...
+
+    async def export(self, *, player_id: str, npc_id: str | None = None) -> dict[str, Any]: ...
+
+    def heartbeat(self) -> None:
+        """Returns when the store answers; raises when it cannot (blocking: call it in a thread)."""
+        ...

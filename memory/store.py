@@ -314,6 +314,10 @@ class ChromaMemoryStore:
             vacuum(self.sqlite_path)
         return [e.id for e in faded]
 
+    def heartbeat(self) -> None:
+        """Returns when Chroma answers (blocking); raises when it does not."""
+        self.client.heartbeat()
+
     def count(self, *, player_id: str, npc_id: str | None = None) -> int:
         return sum(c.count() for c in self._collections_of(player_id, npc_id))
 

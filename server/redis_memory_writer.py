@@ -25,7 +25,7 @@ from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import WriteListener, notify, write_unless_erased
 from memory.consolidation import MemoryWrite
 from memory.events import Turn
-from memory.store import ChromaMemoryStore
+from memory.protocols import MemoryStore, Summarizer
 from server.redis_store import PREFIX, REDIS_DOWN, reachable
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ class RedisMemoryWriter:
 
     def __init__(
         self,
-        summarizer,
-        store: ChromaMemoryStore,
+        summarizer: Summarizer,
+        store: MemoryStore,
         client: aioredis.Redis,
         url: str,
         *,
@@ -131,7 +131,7 @@ class RedisMemoryWriter:
                 raise TimeoutError(f"memory writes still pending after {timeout_s} s: {group}")
             await asyncio.sleep(0.05)
 
-    async def purge_player(self, player_id: str) -> int:
+    async def purge(self, player_id: str) -> int:
         """Removes the player's queued jobs (part of a hard delete); returns how many."""
         removed, start = 0, "-"
         async with reachable(self.url):

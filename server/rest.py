@@ -20,7 +20,6 @@ from memory.events import MemoryEvent
 from persona_adapters.errors import UnknownPersonaError
 from server.errors import BackendUnavailableError
 from server.protocol import MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION, PlayerId, schemas
-from server.redis_memory_writer import RedisMemoryWriter
 from server.services import Services, scoped
 from server.websocket import CLOSE_UNAUTHORIZED
 
@@ -103,12 +102,11 @@ async def health(services: ServicesDep) -> JSONResponse:
             checks["redis"] = "ok"
         except Exception as e:
             checks["redis"], ok = f"unreachable: {e}", False
-        writer = services.companion.writer
-        problem = writer.health() if isinstance(writer, RedisMemoryWriter) else None
-        checks["memory_writer"] = "ok" if problem is None else problem
-        ok = ok and problem is None
+    problem = services.companion.writer.health()
+    checks["memory_writer"] = "ok" if problem is None else problem
+    ok = ok and problem is None
     try:
-        await asyncio.wait_for(asyncio.to_thread(services.companion.store.client.heartbeat), 5)
+        await asyncio.wait_for(asyncio.to_thread(services.companion.store.heartbeat), 5)
         checks["chroma"] = "ok"
     except Exception as e:
         checks["chroma"], ok = f"unreachable: {e}", False
@@ -201,11 +199,7 @@ async def delete_memories(
     try:
         # first: any turn of this player still in flight (streaming, queued) is then never written
         await companion.erasures.record(player_id=player, npc_id=npc_id)
-        purged = 0
-        if isinstance(companion.writer, RedisMemoryWriter):
-            purged = await companion.writer.purge_player(player)
-        else:
-            await companion.writer.drain()  # in-process: let queued writes land, then delete them too
+        purged = await companion.writer.purge(player)
         deleted = await companion.store.delete(player_id=player, npc_id=npc_id)
         await companion.buffer.clear(player_id=player, npc_id=npc_id)
         sessions = 0 if npc_id else await services.sessions.delete_player(tenant=tenant, player_id=player_id)
