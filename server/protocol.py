@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -200,6 +201,58 @@ class MemoryEventInfo(_Message):
     content: str
     importance: int
     mentions: int
+
+    @classmethod
+    def of(cls, event) -> MemoryEventInfo:
+        """From a stored `memory.events.MemoryEvent`."""
+        return cls(
+            id=event.id,
+            type=str(event.type),
+            content=event.content,
+            importance=event.importance,
+            mentions=event.mention_count,
+        )
+
+
+class MemoryEventRecord(MemoryEventInfo):
+    """A stored event as REST shows it: the socket's fields and where it stands."""
+
+    npc_id: str
+    player_id: str = Field(description="As the game names the player (not scoped under the key).")
+    active: bool
+    superseded_by: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, event, player_id: str) -> MemoryEventRecord:  # type: ignore[override]
+        return cls(
+            **MemoryEventInfo.of(event).model_dump(),
+            npc_id=event.npc_id,
+            player_id=player_id,
+            active=event.active,
+            superseded_by=event.superseded_by,
+            created_at=event.created_at,
+            updated_at=event.updated_at,
+        )
+
+
+class MemoryList(BaseModel):
+    """`GET /v1/players/{player_id}/memories`."""
+
+    player_id: str
+    npc_id: str | None
+    events: list[MemoryEventRecord]
+
+
+class DeleteResult(BaseModel):
+    """`DELETE /v1/players/{player_id}/memories`."""
+
+    player_id: str
+    npc_id: str | None
+    deleted_events: int
+    purged_jobs: int
+    deleted_sessions: int
 
 
 class MemoryNote(_Message):

@@ -16,10 +16,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from memory.events import MemoryEvent
 from persona_adapters.errors import UnknownPersonaError
 from server.errors import BackendUnavailableError
-from server.protocol import MAX_FRAME_BYTES, MAX_TEXT_CHARS, PROTOCOL_VERSION, PlayerId, schemas
+from server.protocol import (
+    MAX_FRAME_BYTES,
+    MAX_TEXT_CHARS,
+    PROTOCOL_VERSION,
+    DeleteResult,
+    MemoryEventRecord,
+    MemoryList,
+    PlayerId,
+    schemas,
+)
 from server.services import Services, scoped
 from server.websocket import CLOSE_UNAUTHORIZED
 
@@ -170,11 +178,13 @@ async def memories(
     services: ServicesDep,
     npc_id: NpcQuery = None,
     include_superseded: bool = False,
-) -> dict[str, Any]:
+) -> MemoryList:
     events = await services.companion.store.list(
         player_id=scoped(tenant, player_id), npc_id=npc_id, include_superseded=include_superseded
     )
-    return {"player_id": player_id, "npc_id": npc_id, "events": [_event_json(e, player_id) for e in events]}
+    return MemoryList(
+        player_id=player_id, npc_id=npc_id, events=[MemoryEventRecord.of(e, player_id) for e in events]
+    )
 
 
 @router.get("/v1/players/{player_id}/memories/export")
@@ -193,7 +203,7 @@ async def export_memories(
 @router.delete("/v1/players/{player_id}/memories")
 async def delete_memories(
     player_id: PlayerPath, tenant: TenantDep, services: ServicesDep, npc_id: NpcQuery = None
-) -> dict[str, Any]:
+) -> DeleteResult:
     """Hard delete: events and embeddings, queued writes, short-term buffers (and sessions, for all NPCs)."""
     companion, player = services.companion, scoped(tenant, player_id)
     try:
@@ -206,26 +216,10 @@ async def delete_memories(
     except BackendUnavailableError as e:
         raise _fail(503, "backend_unavailable", str(e)) from e
     log.info("hard delete of %s (npc %s): %d events", player, npc_id or "all", deleted)
-    return {
-        "player_id": player_id,
-        "npc_id": npc_id,
-        "deleted_events": deleted,
-        "purged_jobs": purged,
-        "deleted_sessions": sessions,
-    }
-
-
-def _event_json(event: MemoryEvent, player_id: str) -> dict[str, Any]:
-    return {
-        "id": event.id,
-        "type": str(event.type),
-        "content": event.content,
-        "importance": event.importance,
-        "mentions": event.mention_count,
-        "npc_id": event.npc_id,
-        "player_id": player_id,
-        "active": event.active,
-        "superseded_by": event.superseded_by,
-        "created_at": event.created_at.isoformat(),
-        "updated_at": event.updated_at.isoformat(),
-    }
+    return DeleteResult(
+        player_id=player_id,
+        npc_id=npc_id,
+        deleted_events=deleted,
+        purged_jobs=purged,
+        deleted_sessions=sessions,
+    )

@@ -314,17 +314,8 @@ class Connection:
         for write in writes:
             if write.action == "unchanged":
                 continue
-            event = write.event
             note = MemoryNote(
-                action=write.action,
-                replaced=write.replaced,
-                event=MemoryEventInfo(
-                    id=event.id,
-                    type=str(event.type),
-                    content=event.content,
-                    importance=event.importance,
-                    mentions=event.mention_count,
-                ),
+                action=write.action, replaced=write.replaced, event=MemoryEventInfo.of(write.event)
             )
             task = asyncio.get_running_loop().create_task(self.send(note))
             self._notes.add(task)

@@ -40,3 +40,19 @@ def test_the_check_catches_a_wrong_arrow(tmp_path):
     leaky = tmp_path / "leak.py"
     leaky.write_text("from server.app import create_app\nimport companion.backbone\n")
     assert _imported_packages(leaky) == {"server", "companion"}
+
+
+def test_the_game_side_client_imports_nothing_heavy():
+    """A game server that only talks to Companion imports `server.client`: no torch, Chroma,
+    transformers or FastAPI (issue 15: it loaded them all through server/__init__.py)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, server.client, server.protocol; "
+        "print(sorted(m for m in ('torch', 'chromadb', 'transformers', 'fastapi') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
