@@ -23,6 +23,8 @@ import json
 import sys
 from collections.abc import Sequence
 
+from companion.backbone.config import REPLY_MAX_NEW_TOKENS
+
 EXIT_USAGE = 2
 EXIT_ERROR = 1
 
@@ -84,7 +86,12 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     chat.add_argument("--persona", default="mira", help="persona id (default: mira)")
     _add_model_arguments(chat)
-    chat.add_argument("--max-tokens", type=int, default=96, help="longest reply in tokens (default: 96)")
+    chat.add_argument(
+        "--max-tokens",
+        type=int,
+        default=REPLY_MAX_NEW_TOKENS,
+        help=f"longest reply in tokens (default: {REPLY_MAX_NEW_TOKENS})",
+    )
     chat.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default: 0.7)")
     chat.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
     chat.add_argument(

@@ -38,8 +38,8 @@ def add_memory_commands(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--data-dir", default=None, help="data directory (default: $COMPANION_DATA_DIR)")
         p.add_argument(
             "--chroma-url",
-            default=os.environ.get("CHROMA_URL"),
-            help="a Chroma server instead of the embedded store",
+            default=os.environ.get("COMPANION_CHROMA_URL"),
+            help="a Chroma server instead of the embedded store (default: $COMPANION_CHROMA_URL, as the server)",
         )
         if name in ("search", "remember"):
             p.add_argument("text", help="the query" if name == "search" else "what the player said")

@@ -62,7 +62,6 @@ class InProcessMemoryWriter:
         self.summarizer = summarizer
         self.store = store
         self.erasures = erasures or InProcessErasureLog()
-        self.written: list[MemoryWrite] = []
         self.listeners: list[WriteListener] = []
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
@@ -106,7 +105,6 @@ class InProcessMemoryWriter:
                 writes = await write_unless_erased(
                     self.summarizer, self.store, self.erasures, turns, player_id, npc_id, npc_name
                 )
-                self.written += writes
                 notify(self.listeners, player_id, npc_id, writes)
             except Exception:  # a failed write must not kill the worker; it is logged with its turns
                 log.exception(

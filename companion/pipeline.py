@@ -144,7 +144,7 @@ class TurnPipeline:
         self.buffer = buffer
         self.writer = writer
         self.persona_of = persona_of
-        self.params = params or GenerationParams(max_new_tokens=96, temperature=0.7)
+        self.params = params or GenerationParams()
         self.history_turns = history_turns
         self.recall_k = recall_k
         self.adapter_dir_of = adapter_dir_of

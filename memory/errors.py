@@ -5,10 +5,6 @@ class MemoryLayerError(Exception):
     """Base class of every error this package raises on purpose."""
 
 
-class InvalidEventError(MemoryLayerError, ValueError):
-    """A memory event does not fit the schema."""
-
-
 class StoreUnavailableError(MemoryLayerError):
     """The Chroma store could not be reached or opened."""
 

@@ -23,7 +23,6 @@ from redis.exceptions import ResponseError
 
 from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import WriteListener, notify, write_unless_erased
-from memory.consolidation import MemoryWrite
 from memory.events import Turn
 from memory.protocols import MemoryStore, Summarizer
 from server.redis_store import PREFIX, REDIS_DOWN, reachable
@@ -65,7 +64,6 @@ class RedisMemoryWriter:
         self.erasures = erasures or InProcessErasureLog()
         self.claim_idle_ms, self.max_deliveries = claim_idle_ms, max_deliveries
         self.listeners: list[WriteListener] = []
-        self.written: list[MemoryWrite] = []
         self.problem: str | None = None  # why the last pass of the worker failed; None when it did not
         self._worker: asyncio.Task | None = None
 
@@ -214,7 +212,6 @@ class RedisMemoryWriter:
         self._failpoint("writer.after_write")
         await self.client.xack(STREAM, GROUP, entry_id)
         await self.client.xdel(STREAM, entry_id)
-        self.written += writes
         notify(self.listeners, job["player_id"], job["npc_id"], writes)
 
     async def _maybe_dead_letter(self, entry_id: str, fields: dict) -> None:

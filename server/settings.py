@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from companion.backbone.config import REPLY_MAX_NEW_TOKENS
 from companion.paths import default_data_dir
 from server.errors import SettingsError
 
@@ -67,7 +68,7 @@ class ServerSettings(BaseSettings):
     openai_api_key: str | None = None
     openai_persona_models: str = ""
     openai_timeout_s: float = Field(60.0, gt=0)
-    max_new_tokens: int = Field(80, ge=1, le=2048)
+    max_new_tokens: int = Field(REPLY_MAX_NEW_TOKENS, ge=1, le=2048)
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     chroma_url: str | None = None
     redis_url: str | None = Field(None, validation_alias=AliasChoices("COMPANION_REDIS_URL", "REDIS_URL"))

@@ -19,8 +19,11 @@ def test_loopback_is_allowed():
     server.bind(("127.0.0.1", 0))
     server.listen(1)
     client = socket.create_connection(server.getsockname(), timeout=1)
-    client.close()
-    server.close()
+    accepted, _ = server.accept()
+    client.sendall(b"ping")
+    assert accepted.recv(4) == b"ping"  # the connection is real, not merely not refused
+    for s in (accepted, client, server):
+        s.close()
 
 
 def test_outside_connections_are_blocked_in_child_processes(subprocess_env):

@@ -11,10 +11,17 @@ The public surface:
   an MoE) in the local cache once.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from companion.backbone.config import BackboneConfig, GenerationParams, RoutingConfig
-from companion.backbone.hf_engine import HFBackbone
-from companion.backbone.provision import default_cache_dir, prepare_default_model
-from companion.backbone.routing import RoutingStats
+
+if TYPE_CHECKING:
+    from companion.backbone.hf_engine import HFBackbone
+    from companion.backbone.provision import default_cache_dir, prepare_default_model
+    from companion.backbone.routing import RoutingStats
 
 __all__ = [
     "BackboneConfig",
@@ -25,3 +32,18 @@ __all__ = [
     "default_cache_dir",
     "prepare_default_model",
 ]
+
+# torch-backed names load on first use, so importing the light config (`companion.backbone.config`,
+# e.g. for a command's --help) does not pull in torch and transformers.
+_LAZY = {
+    "HFBackbone": "companion.backbone.hf_engine",
+    "RoutingStats": "companion.backbone.routing",
+    "default_cache_dir": "companion.backbone.provision",
+    "prepare_default_model": "companion.backbone.provision",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'companion.backbone' has no attribute {name!r}")

@@ -103,6 +103,9 @@ class BackboneConfig:
         return dataclasses.asdict(self)
 
 
+REPLY_MAX_NEW_TOKENS = 80  # a spoken NPC line: the server, the pipeline and `companion chat` share it
+
+
 @dataclass(frozen=True)
 class GenerationParams:
     """Decoding settings of one generation.
@@ -117,7 +120,7 @@ class GenerationParams:
         stop: strings that end the reply; the stop string itself is not returned.
     """
 
-    max_new_tokens: int = 128
+    max_new_tokens: int = REPLY_MAX_NEW_TOKENS
     min_new_tokens: int = 0
     temperature: float = 0.7
     top_p: float = 0.9

@@ -112,10 +112,6 @@ class HFBackbone:
         """The model as called: the peft wrapper when adapters are loaded, else the base."""
         return self.adapters.model
 
-    @property
-    def is_moe(self) -> bool:
-        return bool(self.routers)
-
     def info(self) -> dict[str, Any]:
         """A summary for `companion models info` and the health endpoint."""
         base = self.adapters.base_model
