@@ -5,9 +5,7 @@ Never Chroma's default embedding function, which downloads its model at first us
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
-import math
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -104,27 +102,3 @@ class MiniLMEmbedder:
                 self._cache.clear()
             for text in texts or ():
                 self._cache.pop(text, None)
-
-
-class FakeHashEmbedder:
-    """A deterministic bag-of-words embedder for unit tests where meaning is not the point.
-
-    Texts sharing words get similar vectors; no model is loaded.
-    """
-
-    def __init__(self, dimension: int = 64) -> None:
-        self.dimension = dimension
-
-    def embed(self, texts: Sequence[str]) -> list[list[float]]:
-        out = []
-        for text in texts:
-            vector = [0.0] * self.dimension
-            for word in text.lower().split():
-                digest = hashlib.sha256(word.strip(".,!?'\"").encode()).digest()
-                vector[int.from_bytes(digest[:4], "little") % self.dimension] += 1.0
-            norm = math.sqrt(sum(v * v for v in vector)) or 1.0
-            out.append([v / norm for v in vector])
-        return out
-
-    def forget_texts(self, texts: Sequence[str] | None = None) -> None:
-        """Nothing is cached."""

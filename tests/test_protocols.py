@@ -7,6 +7,7 @@ import inspect
 import re
 
 import pytest
+from fakes import FakeHashEmbedder
 
 from companion.backbone.adapters import AdapterSet
 from companion.backbone.hf_engine import HFBackbone
@@ -18,7 +19,7 @@ from companion.erasure import ErasureLog, InProcessErasureLog
 from companion.memory_writer import InProcessMemoryWriter, MemoryWriter
 from companion.protocols import AdapterRegistry, Generator
 from companion.text_generator import BackboneTextGenerator
-from memory.embedding import FakeHashEmbedder, MiniLMEmbedder
+from memory.embedding import MiniLMEmbedder
 from memory.fast_summarizer import FastSummarizer
 from memory.generative_summarizer import GenerativeSummarizer
 from memory.protocols import Embedder, MemoryStore, Summarizer, TextGenerator

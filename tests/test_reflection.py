@@ -120,8 +120,9 @@ def test_post_check_catches_a_superseded_fact():
     old = _event("The player lives in Paris.", type="personal_info", importance=6)
     new = _event("The player moved to Berlin.", type="personal_info", importance=6, supersedes=old.id)
     old = old.model_copy(update={"superseded_by": new.id})
+    from fakes import FakeHashEmbedder
+
     from companion.reflection.postcheck import PostChecker
-    from memory.embedding import FakeHashEmbedder
 
     checker = PostChecker(FakeHashEmbedder())
     flags = checker.check("How is life in Paris these days?", decision=_decision(), known=[old, new]).flags
