@@ -383,6 +383,8 @@ def main() -> int:
     finally:
         stop.append(True)
         cluster.stop()
+    with open(work / "rss.csv", "w") as f:  # seconds, server A MB, server B MB
+        f.writelines(",".join(f"{v:.1f}" for v in row) + "\n" for row in samples)
     report(args, stats, found, samples, elapsed, left, crashed, work)
     bad = found["lost"] or found["duplicated"] or found["remnants"] or left or crashed
     bad = bad or any(code not in DOCUMENTED for code in stats.errors)
@@ -417,7 +419,7 @@ def report(args, stats: Stats, found, samples, elapsed, left, crashed, work) -> 
     for kind in ("lost", "duplicated", "remnants"):
         for item in found[kind][:5]:
             print(f"  {kind}: {item}")
-    print(f"  logs: {work}")
+    print(f"  logs and rss.csv: {work}")
 
 
 if __name__ == "__main__":
