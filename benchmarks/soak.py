@@ -295,11 +295,23 @@ def sample_rss(cluster: Cluster, samples: list, stop: list) -> None:
                 row.append(psutil.Process(proc.pid).memory_info().rss / 2**20)
             except psutil.Error:
                 row.append(float("nan"))
+        row += [_anonymous_mb(proc.pid) for _, proc in cluster.servers]
         samples.append(row)
         for _ in range(20):
             if stop:
                 return
             time.sleep(0.5)
+
+
+def _anonymous_mb(pid: int) -> float:
+    """Resident anonymous memory (heaps, arenas, KV caches), without file-backed pages: model
+    files mapped in are paged in as they are first touched, which looks like growth but is
+    bounded by the files and reclaimable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
 
 
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
@@ -383,7 +395,7 @@ def main() -> int:
     finally:
         stop.append(True)
         cluster.stop()
-    with open(work / "rss.csv", "w") as f:  # seconds, server A MB, server B MB
+    with open(work / "rss.csv", "w") as f:  # seconds, RSS A, RSS B, anonymous A, anonymous B (MB)
         f.writelines(",".join(f"{v:.1f}" for v in row) + "\n" for row in samples)
     report(args, stats, found, samples, elapsed, left, crashed, work)
     bad = found["lost"] or found["duplicated"] or found["remnants"] or left or crashed
@@ -411,11 +423,11 @@ def report(args, stats: Stats, found, samples, elapsed, left, crashed, work) -> 
     print(f"  facts erased by a delete {erased}: remnants {len(found['remnants'])}")
     print(f"  memory queue left after the run: {left}; servers that died: {crashed or 'none'}")
     for i, name in enumerate(("A", "B")):
-        after = [(row[0], row[i + 1]) for row in samples if row[0] >= 60 * args.warmup_minutes]
-        first, last = samples[0][i + 1], samples[-1][i + 1]
-        print(f"  server {name} RSS: start {first:.0f} MB, end {last:.0f} MB, peak "
-              f"{max(row[i + 1] for row in samples):.0f} MB, growth after warm-up "
-              f"{slope_per_hour(after):+.0f} MB/hour ({len(after)} samples)")  # fmt: skip
+        for label, col in (("RSS", 1 + i), ("anonymous", 3 + i)):
+            after = [(row[0], row[col]) for row in samples if row[0] >= 60 * args.warmup_minutes]
+            print(f"  server {name} {label}: start {samples[0][col]:.0f} MB, end {samples[-1][col]:.0f} MB, "
+                  f"peak {max(row[col] for row in samples):.0f} MB, growth after warm-up "
+                  f"{slope_per_hour(after):+.0f} MB/hour ({len(after)} samples)")  # fmt: skip
     for kind in ("lost", "duplicated", "remnants"):
         for item in found[kind][:5]:
             print(f"  {kind}: {item}")
