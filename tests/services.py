@@ -103,17 +103,8 @@ class ServerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.http + "/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError(f"server not healthy after {timeout} s:\n{self.log()}")
+        _wait_for_http(self.http + "/health", self.proc, timeout, "server", self.log)
+        return self
 
     def wait_exit(self, timeout: float = 60) -> int:
         return self.proc.wait(timeout)
@@ -129,6 +120,21 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+def _wait_for_http(url: str, proc: subprocess.Popen, timeout: float, name: str, log) -> None:
+    """Until `url` answers 200; raises with `log()` if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}:\n{log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(f"{name} not healthy at {url} after {timeout} s:\n{log()}")
 
 
 def _wait_for_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
@@ -188,17 +194,8 @@ class LlamaServerProcess:
         ]
         log = open(self.workdir / "llama-server.log", "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"llama-server exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError(f"llama-server not healthy after {timeout} s:\n{self.log()}")
+        _wait_for_http(f"http://127.0.0.1:{self.port}/health", self.proc, timeout, "llama-server", self.log)
+        return self
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -253,18 +250,12 @@ class ChromaProcess:
             stderr=subprocess.DEVNULL,
             env={**os.environ, "ANONYMIZED_TELEMETRY": "False"},
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"chroma run exited with {self.proc.returncode}")
-            try:
-                with urllib.request.urlopen(self.url + "/api/v2/heartbeat", timeout=2) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"chroma run did not come up on {self.url} in {timeout} s")
+        try:
+            _wait_for_http(self.url + "/api/v2/heartbeat", self.proc, timeout, "chroma run", lambda: "")
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.proc is not None:
