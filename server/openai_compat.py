@@ -92,8 +92,7 @@ def _services(request: Request) -> Services:
 
 
 async def _tenant(request: Request, services: Services) -> str:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    tenant = services.tenant_of(token.strip() if scheme.lower() == "bearer" else None)
+    tenant = services.tenant_of_header(request.headers.get("authorization"))
     if tenant is None:
         raise OpenAIError(
             401,

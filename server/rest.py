@@ -48,9 +48,7 @@ def _fail(status: int, code: str, message: str) -> HTTPException:
 
 
 async def _tenant(services: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
-    scheme, _, token = (authorization or "").partition(" ")
-    token = token.strip() if scheme.lower() == "bearer" else None
-    tenant = services.tenant_of(token)
+    tenant = services.tenant_of_header(authorization)
     if tenant is None:
         raise _fail(
             401, "unauthorized", "Send 'Authorization: Bearer <API key>' with a key from COMPANION_API_KEYS."

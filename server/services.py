@@ -29,6 +29,11 @@ class Services:
     redis: object | None = None
     closers: list = field(default_factory=list)
 
+    def tenant_of_header(self, authorization: str | None) -> str | None:
+        """The key name of an `Authorization: Bearer <key>` header; None for any other scheme."""
+        scheme, _, token = (authorization or "").partition(" ")
+        return self.tenant_of(token.strip()) if scheme.lower() == "bearer" else None
+
     def tenant_of(self, token: str | None) -> str | None:
         """The key name a token belongs to; compared in constant time."""
         if not token:
