@@ -1,6 +1,6 @@
 """Load script (not a test): N concurrent WebSocket conversations against a local server.
 
-Starts `python -m server` on a free loopback port (embedded defaults, the default model)
+Starts `companion serve` on a free loopback port (embedded defaults, the default model)
 unless --url points at a running one, runs N sessions of M lines each at once, and prints
 time to first token p50/p95, reply time, tokens/s and the error count. Bounded in time:
 sessions still running at --timeout count as errors.
@@ -79,7 +79,9 @@ def start_server(max_new_tokens: int, engine: str) -> tuple[subprocess.Popen, st
         "COMPANION_DEMO": "false",
         "COMPANION_ENGINE": engine,
     }
-    proc = subprocess.Popen([sys.executable, "-m", "server", "--log-level", "warning"], cwd=ROOT, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "companion_cli", "serve", "--log-level", "warning"], cwd=ROOT, env=env
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:

@@ -1,6 +1,6 @@
 """Soak: mixed traffic on two server processes sharing one Redis and one Chroma server.
 
-Starts redis-server, `chroma run` and two `python -m server` processes on loopback, then
+Starts redis-server, `chroma run` and two `companion serve` processes on loopback, then
 for `--minutes` runs `--players` concurrent simulated players. Each player talks to one
 persona through either process at random: it tells facts with a unique made-up name
 ("I have a dog named Vorasket."), makes small talk, sends game events, drops the socket
@@ -144,7 +144,7 @@ class Cluster:
                 env["COMPANION_MODEL"] = args.model
             log = open(self.work / f"server-{name}.log", "wb")  # noqa: SIM115 - the child holds it
             proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "--log-level", "warning"],
+                [sys.executable, "-m", "companion_cli", "serve", "--log-level", "warning"],
                 cwd=ROOT,
                 env=env,
                 stdout=log,

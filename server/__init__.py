@@ -1,7 +1,7 @@
 """The Companion server: WebSocket protocol v1, REST, OpenAI chat completions, Redis-backed
 sessions, the web demo.
 
-`create_app(settings)` builds the FastAPI app; `python -m server` (or `companion-server`)
+`create_app(settings)` builds the FastAPI app; `companion serve` (companion_cli/serve.py, then `server/run.py`)
 runs it with uvicorn. Both names load lazily, so a game-side client importing only
 `server.client` (and `server.protocol`) does not load torch, Chroma or FastAPI.
 """

@@ -78,7 +78,7 @@ class RedisProcess:
 
 
 class ServerProcess:
-    """`python -m server` in a child process, like production, with the settings given as env."""
+    """`python -m companion_cli serve` in a child process, like production, with the settings given as env."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
         self.port = free_port()
@@ -97,7 +97,7 @@ class ServerProcess:
     def start(self, timeout: float = 120) -> ServerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child holds it
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "--log-level", "warning"],
+            [sys.executable, "-m", "companion_cli", "serve", "--log-level", "warning"],
             cwd=ROOT,
             env=self.env,
             stdout=log,

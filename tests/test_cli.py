@@ -27,12 +27,47 @@ def _run(args, env, stdin="", timeout=180):
         ["models", "--help"],
         ["models", "prepare", "--help"],
         ["models", "info", "--help"],
+        ["serve", "--help"],
+        ["memory", "--help"],
+        ["persona", "--help"],
+        ["train", "--help"],
     ],
 )
 def test_every_command_has_help_with_an_example(args, subprocess_env):
     result = _run(args, subprocess_env)
     assert result.returncode == 0
     assert "Example: companion" in result.stdout
+
+
+def test_train_lists_its_jobs_and_refuses_an_unknown_one(subprocess_env):
+    listed = _run(["train", "list"], subprocess_env)
+    assert listed.returncode == 0 and "python -m training.dpo.train" in listed.stdout
+    unknown = _run(["train", "dpo2"], subprocess_env)
+    assert (
+        unknown.returncode == 2
+        and "unknown job 'dpo2'" in unknown.stderr
+        and "fast-summarizer" in unknown.stderr
+    )
+
+
+def test_every_training_job_the_cli_names_exists_with_a_main():
+    """The job table names modules by string; a rename in training/ must fail here, not for a user."""
+    from companion_cli.train import JOBS, job_main
+
+    assert len(JOBS) >= 10
+    for name in JOBS:
+        assert callable(job_main(name)), name
+
+
+def test_a_training_job_runs_through_the_cli_and_a_bad_config_says_what_to_fix(subprocess_env, tmp_path):
+    out = tmp_path / "emotion.npz"
+    done = _run(["train", "emotion", "--smoke", "--epochs", "5", "--out", str(out)], subprocess_env)
+    assert done.returncode == 0, done.stderr
+    assert out.is_file() and "train accuracy" in done.stdout
+    bad = tmp_path / "router.yaml"
+    bad.write_text("steps: 0\n")
+    failed = _run(["train", "router", "--config", str(bad), "--out", str(tmp_path / "r")], subprocess_env)
+    assert failed.returncode == 1 and "steps and batch_size must be >= 1" in failed.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Imports point one way (DESIGN §1): server -> companion -> {memory, persona_adapters}."""
+"""Imports point one way (DESIGN §1): companion_cli -> {server, training} -> companion -> {memory, persona_adapters}."""
 
 import ast
 from pathlib import Path
@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("companion", "memory", "persona_adapters", "server", "training")
+PACKAGES = ("companion_cli", "companion", "memory", "persona_adapters", "server", "training")
 ALLOWED = {
+    "companion_cli": {"server", "training", "companion", "memory", "persona_adapters"},
     "companion": {"memory", "persona_adapters"},
     "memory": set(),
     "persona_adapters": set(),

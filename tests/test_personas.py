@@ -197,7 +197,7 @@ def test_lorebook_and_boundaries_reach_the_prompt():
 )
 def test_persona_import_of_a_bad_file_is_one_line_not_a_traceback(tmp_path, capsys, make, said):
     """Issue 16: these printed Python tracebacks (and a 150 MB card was still importing after 120 s)."""
-    from companion.cli import main
+    from companion_cli.main import main
 
     path = tmp_path / "card.json"
     make(path)
@@ -207,7 +207,7 @@ def test_persona_import_of_a_bad_file_is_one_line_not_a_traceback(tmp_path, caps
 
 
 def test_persona_validate_of_a_binary_file_says_so(tmp_path, capsys):
-    from companion.cli import main
+    from companion_cli.main import main
 
     path = tmp_path / "bad.yaml"
     path.write_bytes(b"\xff\xfe\x00binary" * 100)

@@ -1,4 +1,4 @@
-"""`companion-server`, the main job's command, through its real console entry point."""
+"""`companion serve` (alias `companion-server`), the main job's command, through its real console entry point."""
 
 import subprocess
 from pathlib import Path
@@ -15,8 +15,14 @@ def _run(args, env, timeout=120):
 
 
 def test_help_has_an_example(subprocess_env):
-    out = _run(["--help"], subprocess_env)
-    assert out.returncode == 0 and "companion-server --host" in out.stdout
+    import sys
+
+    for command in (["companion", "serve", "--help"], ["companion-server", "--help"]):
+        exe = Path(sys.executable).parent / command[0]
+        out = subprocess.run(
+            [str(exe), *command[1:]], env=subprocess_env, capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 0 and "companion serve --host 0.0.0.0" in out.stdout, command
 
 
 def test_it_serves_the_demo_and_health(tmp_path, subprocess_env, tiny_checkpoint):

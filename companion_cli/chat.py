@@ -1,4 +1,4 @@
-"""The terminal chat loop behind `companion chat`: the full turn pipeline, memories on disk."""
+"""`companion chat`: talk to a persona in the terminal through the full turn pipeline, memories on disk."""
 
 from __future__ import annotations
 
@@ -8,14 +8,51 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from companion.assembly import Companion
-from companion.backbone import GenerationParams
-from companion.paths import default_data_dir
-from companion.protocols import Generator
-from persona_adapters import PersonaRegistry
+from companion.backbone.config import REPLY_MAX_NEW_TOKENS
+from companion_cli.models import add_model_arguments, load_engine
+
+if TYPE_CHECKING:
+    from companion.assembly import Companion
+    from companion.protocols import Generator
 
 QUIT = ("/quit", "/exit")
+
+
+def add_chat_command(sub: argparse._SubParsersAction) -> None:
+    chat = sub.add_parser(
+        "chat",
+        help="talk to a persona in the terminal, replies streamed",
+        description="Talk to a persona in the terminal through the full turn pipeline (memory, reflection). "
+        "Type a line and press Enter; /quit or Ctrl-D ends. Memories persist in the data directory.",
+        epilog="Example: companion chat --persona mira --player p1 --meta",
+    )
+    chat.add_argument("--persona", default="mira", help="persona id (default: mira)")
+    add_model_arguments(chat)
+    chat.add_argument(
+        "--max-tokens",
+        type=int,
+        default=REPLY_MAX_NEW_TOKENS,
+        help=f"longest reply in tokens (default: {REPLY_MAX_NEW_TOKENS})",
+    )
+    chat.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default: 0.7)")
+    chat.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
+    chat.add_argument(
+        "--stats", action="store_true", help="print tokens/s and reflection time after each reply"
+    )
+    chat.add_argument(
+        "--meta", action="store_true", help="print each reply's metadata (strategy, emotion, memories)"
+    )
+    chat.add_argument(
+        "--player", default="local-player", help="whose memories to use (default: local-player)"
+    )
+    chat.add_argument("--data-dir", default=None, help="data directory (default: $COMPANION_DATA_DIR)")
+    chat.set_defaults(handler=_run_chat)
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    return run_terminal_chat(args, lambda: load_engine(args))
 
 
 def run_terminal_chat(args: argparse.Namespace, load_engine: Callable[[], Generator]) -> int:
@@ -29,6 +66,11 @@ def run_terminal_chat(args: argparse.Namespace, load_engine: Callable[[], Genera
 
 
 async def _chat(args: argparse.Namespace, load_engine: Callable[[], Generator]) -> int:
+    from companion.assembly import Companion
+    from companion.backbone import GenerationParams
+    from companion.paths import default_data_dir
+    from persona_adapters import PersonaRegistry
+
     data_dir = args.data_dir or default_data_dir()
     persona = PersonaRegistry.default(data_dir).get(args.persona)  # fail on a bad id before loading a model
     params = GenerationParams(max_new_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed)

@@ -1,123 +1,15 @@
-"""The `companion` console command.
+"""`companion models`: prepare the offline default backbone, export GGUF files, inspect any backbone.
 
-Examples:
-    companion chat --persona mira                 # talk to Mira in the terminal
-    companion chat --persona mira --routing top_p --top-p 0.5 --stats
-    companion models prepare                      # build the offline default MoE once (safetensors + GGUF)
-    companion models info                         # what serves: engine, architecture, experts, routing
-    companion models info --engine hf --model ./my-checkpoint   # any local transformers checkpoint
-    companion models export-gguf ./my-checkpoint --outtype q8_0  # for the llamacpp engine
-    companion memory remember --player p1 --npc mira "I have a really sensitive stomach."
-    companion memory search --player p1 --npc mira "I've been craving hotpot"
-    companion memory list --player p1 | export --player p1 | forget --player p1 --yes
-    companion persona list | show mira | validate my.yaml | new | import card.png | export mira --format v3 --out mira.json
-
-Heavy libraries (torch, transformers) are imported inside the subcommands, so
-`companion --help` answers at once.
+The engine options (`add_model_arguments`, `load_engine`) are shared with `companion chat`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
-
-from companion.backbone.config import REPLY_MAX_NEW_TOKENS
-
-EXIT_USAGE = 2
-EXIT_ERROR = 1
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:  # run as a program: restart once with heap scrubbing (memory/heap_hygiene.py)
-        from memory.heap_hygiene import reexec_with_heap_scrubbing
-
-        reexec_with_heap_scrubbing()
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "handler", None):
-        parser.print_help()
-        return EXIT_USAGE
-    from companion.errors import CompanionError
-    from memory.errors import MemoryLayerError
-    from persona_adapters.errors import PersonaError
-
-    _quiet_libraries()
-    try:
-        return args.handler(args)
-    except (CompanionError, PersonaError, MemoryLayerError) as e:
-        print(f"companion: error: {e}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-
-
-def _quiet_libraries() -> None:
-    """Progress bars and load reports from transformers would drown the chat."""
-    import os
-
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import warnings
-
-    warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices mid-reply
-    from transformers.utils import logging as transformers_logging
-
-    transformers_logging.disable_progress_bar()
-
-
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="companion",
-        description="NPC companions with a persona, long-term memory and empathy.",
-        epilog="Example: companion chat --persona mira",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    chat = sub.add_parser(
-        "chat",
-        help="talk to a persona in the terminal, replies streamed",
-        description="Talk to a persona in the terminal through the full turn pipeline (memory, reflection). "
-        "Type a line and press Enter; /quit or Ctrl-D ends. Memories persist in the data directory.",
-        epilog="Example: companion chat --persona mira --player p1 --meta",
-    )
-    chat.add_argument("--persona", default="mira", help="persona id (default: mira)")
-    _add_model_arguments(chat)
-    chat.add_argument(
-        "--max-tokens",
-        type=int,
-        default=REPLY_MAX_NEW_TOKENS,
-        help=f"longest reply in tokens (default: {REPLY_MAX_NEW_TOKENS})",
-    )
-    chat.add_argument("--temperature", type=float, default=0.7, help="0 decodes greedily (default: 0.7)")
-    chat.add_argument("--seed", type=int, default=None, help="makes sampling reproducible")
-    chat.add_argument(
-        "--stats", action="store_true", help="print tokens/s and reflection time after each reply"
-    )
-    chat.add_argument(
-        "--meta", action="store_true", help="print each reply's metadata (strategy, emotion, memories)"
-    )
-    chat.add_argument(
-        "--player", default="local-player", help="whose memories to use (default: local-player)"
-    )
-    chat.add_argument("--data-dir", default=None, help="data directory (default: $COMPANION_DATA_DIR)")
-    chat.set_defaults(handler=_cmd_chat)
-
-    _add_models_commands(sub)
-
-    from companion.memory_cli import add_memory_commands
-
-    add_memory_commands(sub)
-    from companion.persona_cli import add_persona_commands
-
-    add_persona_commands(sub)
-    return parser
-
-
-def _add_models_commands(sub) -> None:
+def add_models_commands(sub: argparse._SubParsersAction) -> None:
     models = sub.add_parser(
         "models",
         help="prepare and inspect backbones",
@@ -166,11 +58,11 @@ def _add_models_commands(sub) -> None:
         description="Load a backbone and print its architecture, size, experts and routing as JSON.",
         epilog="Example: companion models info --routing top_p --top-p 0.5",
     )
-    _add_model_arguments(info)
+    add_model_arguments(info)
     info.set_defaults(handler=_cmd_models_info)
 
 
-def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--engine",
         choices=("auto", "llamacpp", "hf"),
@@ -246,14 +138,14 @@ def _cmd_models_info(args: argparse.Namespace) -> int:
     import time
 
     started = time.perf_counter()
-    engine = _load_engine(args)
+    engine = load_engine(args)
     info = engine.info() | {"load_seconds": round(time.perf_counter() - started, 2)}
     print(json.dumps(info, indent=2))
     engine.close()
     return 0
 
 
-def _load_engine(args: argparse.Namespace):
+def load_engine(args: argparse.Namespace):
     """The engine --engine names; dynamic routing flags apply to hf only (llama.cpp routes top-k)."""
     from companion.backbone.engines import build_engine
     from companion.backbone.llamacpp_config import LlamaCppConfig
@@ -265,13 +157,3 @@ def _load_engine(args: argparse.Namespace):
     ):
         kind = "hf"  # routing settings: only the hf engine can honour them
     return build_engine(kind, hf=config, llamacpp=LlamaCppConfig(model=config.model))
-
-
-def _cmd_chat(args: argparse.Namespace) -> int:
-    from companion.terminal_chat import run_terminal_chat
-
-    return run_terminal_chat(args, lambda: _load_engine(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

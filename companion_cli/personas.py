@@ -151,12 +151,13 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Runs training.sft_persona in a child process (companion does not import training), then
-    points a user copy of the persona at the new adapter."""
+    """Runs training.sft.persona in a child process (training holds a model in memory, the
+    child returns it all), then points a user copy of the persona at the new adapter."""
     import dataclasses
     import subprocess
 
     from persona_adapters import save_persona
+    from training.sft import persona as sft_persona
 
     registry = _registry(args)
     persona = registry.get(args.id)
@@ -165,7 +166,7 @@ def _train(args: argparse.Namespace) -> int:
     command = [
         sys.executable,
         "-m",
-        "training.sft_persona",
+        sft_persona.__name__,
         persona.id,
         "--out",
         str(out),
