@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/bench_memory.py --sizes 10000 --generative-limit 20
 
 Prints:
-1. Summarizer turns/s and per-type precision/recall on tests/data/memory_dev_set.jsonl,
+1. Summarizer turns/s and per-type precision/recall on training/evaluation/data/memory_dev_set.jsonl,
    for the fast summarizer and the generative one on the default backbone.
 2. Ingest events/s through `store.add` (embedding + consolidation), and raw bulk adds.
 3. Search latency p50/p95 with 1,000 players (x 2 NPCs) holding N events in total, side
@@ -36,14 +36,17 @@ def pct(values: list[float], q: float) -> float:
 
 
 def dev_set() -> list[tuple[str, str]]:
-    rows = [json.loads(line) for line in (ROOT / "tests/data/memory_dev_set.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (ROOT / "training/evaluation/data/memory_dev_set.jsonl").read_text().splitlines()
+    ]
     return [(r["text"], r["label"]) for r in rows]
 
 
 def evaluate(name: str, summarize, rows) -> None:
     from memory.events import Turn
-    from training.linear_classifier import per_class_report
-    from training.train_fast_summarizer import LABELS
+    from training.classifiers.fast_summarizer import LABELS
+    from training.classifiers.linear import per_class_report
 
     predicted, started = [], time.perf_counter()
     for text, _ in rows:
@@ -84,7 +87,7 @@ def bench_summarizers(embedder, generative_limit: int) -> None:
 def event_pool(embedder) -> tuple[list[str], np.ndarray]:
     from memory.retrieval import fact_key
     from memory.rewrite import to_third_person
-    from training.summarizer_data import build_dataset
+    from training.data.summarizer_examples import build_dataset
 
     texts = [to_third_person(t) for t, label in build_dataset(400, seed=1) if label != "none"]
     vectors = np.asarray(embedder.embed([fact_key(t) for t in texts]), dtype=np.float32)

@@ -35,7 +35,7 @@ def main() -> None:
     from memory.fast_summarizer import FastSummarizer
     from memory.store import ChromaMemoryStore
     from persona_adapters import BUILTIN_PERSONAS, get_persona
-    from training.scenarios import load_scenarios, run_scenarios
+    from training.evaluation.scenarios import load_scenarios, run_scenarios
 
     embedder = MiniLMEmbedder()
     reflector = Reflector(embedder)

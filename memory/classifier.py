@@ -1,7 +1,7 @@
 """A softmax layer over sentence embeddings: the small trained classifiers' inference side.
 
 The fast summarizer (event types) and the reflection module (emotions) both use one;
-`training/linear_classifier.py` trains and saves them as .npz files.
+`training/classifiers/linear.py` trains and saves them as .npz files.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The fast summarizer: a linear classifier over sentence embeddings, milliseconds per turn.
 
 Each player sentence is embedded (all-MiniLM-L6-v2), typed as one of the eight event
-types or "none" by a softmax layer trained by `training/train_fast_summarizer.py` on
+types or "none" by a softmax layer trained by `training/classifiers/fast_summarizer.py` on
 data built for this project, and rewritten as a third-person fact by rules. Its
 weights (about 14 kB) ship in `memory/weights/`.
 """
@@ -52,7 +52,9 @@ class FastSummarizer:
 
     def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, min_confidence: float = 0.45):
         self.classifier = EmbeddingClassifier(
-            embedder, weights_path or WEIGHTS_PATH, retrain_hint="python -m training.train_fast_summarizer"
+            embedder,
+            weights_path or WEIGHTS_PATH,
+            retrain_hint="python -m training.classifiers.fast_summarizer",
         )
         self.embedder = embedder
         self.min_confidence = min_confidence

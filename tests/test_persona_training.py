@@ -10,7 +10,7 @@ import yaml
 from companion.prompting import persona_system_prompt
 from persona_adapters import PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
-from training.sft_persona import persona_conversations
+from training.sft.persona import persona_conversations
 
 REGISTRY = PersonaRegistry([BUNDLED_DIR])
 

@@ -7,7 +7,7 @@ from memory.events import MemoryEvent
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import get_persona
-from training.scenarios import load_scenarios, run_scenarios
+from training.evaluation.scenarios import load_scenarios, run_scenarios
 
 MIRA = get_persona("mira")
 

@@ -2,7 +2,6 @@
 
 import asyncio
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,14 +11,12 @@ from memory.events import EVENT_TYPES, Turn
 from memory.fast_summarizer import NONE, FastSummarizer, split_sentences
 from memory.generative_summarizer import GenerativeSummarizer, drafts_from_json, repair_json
 from memory.rewrite import detect_slot, to_third_person
-from training.linear_classifier import per_class_report
-from training.summarizer_data import build_dataset
-from training.train_fast_summarizer import LABELS
+from training.classifiers.fast_summarizer import LABELS
+from training.classifiers.linear import per_class_report
+from training.common import EVAL_DATA
+from training.data.summarizer_examples import build_dataset
 
-DEV = [
-    json.loads(line)
-    for line in (Path(__file__).parent / "data" / "memory_dev_set.jsonl").read_text().splitlines()
-]
+DEV = [json.loads(line) for line in (EVAL_DATA / "memory_dev_set.jsonl").read_text().splitlines()]
 
 
 def predict(summarizer, text: str) -> str:
@@ -108,7 +105,7 @@ def test_sentence_splitting_keeps_thoughts_whole():
 
 
 def test_missing_or_mismatched_weights_say_how_to_fix(minilm, tmp_path):
-    with pytest.raises(SummarizerWeightsError, match="training.train_fast_summarizer"):
+    with pytest.raises(SummarizerWeightsError, match="training.classifiers.fast_summarizer"):
         FastSummarizer(minilm, weights_path=tmp_path / "none.npz")
     bad = tmp_path / "bad.npz"
     np.savez(bad, weight=np.zeros((9, 10)), bias=np.zeros(9), labels=np.array(LABELS))

@@ -16,8 +16,8 @@ from companion.reflection import Reflector
 from persona_adapters import PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
 from tiny_models import tiny_mixtral
-from training.build_dialogues import BuildConfig, build
-from training.dialogue_data import (
+from training.data.build_dialogues import BuildConfig, build
+from training.data.dialogues import (
     FAILURE_KINDS,
     OpenAICompatibleDrafter,
     TemplateDrafter,
@@ -26,9 +26,9 @@ from training.dialogue_data import (
     load_bank,
     sample_dialogues,
 )
-from training.dpo import DPOSettings, train_dpo
-from training.lora_sft import LoraSFTConfig, train_lora_sft
-from training.train_router import RouterTrainingConfig, router_parameters, train_router
+from training.dpo.train import DPOTrainingConfig, train_dpo
+from training.moe.router import RouterTrainingConfig, router_parameters, train_router
+from training.sft.lora import LoraSFTConfig, train_lora_sft
 
 REGISTRY = PersonaRegistry([BUNDLED_DIR])
 PERSONAS = [REGISTRY.get(p) for p in ("mira", "orla", "marlowe")]
@@ -130,7 +130,7 @@ def test_the_openai_compatible_drafter_sends_the_pipeline_prompt(reflector):
 
 def test_the_local_backbone_drafter_drafts_and_the_checks_judge_it(tokenizer, reflector):
     from companion.backbone import HFBackbone
-    from training.dialogue_data import BackboneDrafter
+    from training.data.dialogues import BackboneDrafter
 
     backbone = HFBackbone(tiny_mixtral(), tokenizer)
     sample = sample_dialogues(PERSONAS, load_bank(), n=1, seed=2)[0]
@@ -194,7 +194,7 @@ def test_dpo_starts_from_the_sft_adapter_and_changes_only_it(built, sft_adapter,
     model = tiny_mixtral()
     before = _snapshot(model)
     dpo_out = tmp_path / "dpo"
-    settings = DPOSettings(steps=2, batch_size=2, max_length=384, learning_rate=1e-2)
+    settings = DPOTrainingConfig(steps=2, batch_size=2, max_length=384, learning_rate=1e-2)
     summary = train_dpo(rows, adapter, dpo_out, model_dir=tiny_checkpoint, settings=settings, model=model)
     _base_unchanged(model, before)
     sft_weights = load_file(str(adapter / "adapter_model.safetensors"))
@@ -242,11 +242,11 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
 
 @pytest.mark.slow
 def test_router_and_summarizer_scripts_run_in_smoke_mode(tmp_path, subprocess_env, default_paths):
-    router = _module(["training.train_router", "--out", str(tmp_path / "router"), "--smoke"], subprocess_env)
+    router = _module(["training.moe.router", "--out", str(tmp_path / "router"), "--smoke"], subprocess_env)
     assert router.returncode == 0, router.stderr[-3000:]
     assert "| mean |" in router.stdout and (tmp_path / "router" / "router_weights.safetensors").is_file()
     summarizer = _module(
-        ["training.sft_summarizer", "--out", str(tmp_path / "summ"), "--smoke"], subprocess_env
+        ["training.sft.summarizer", "--out", str(tmp_path / "summ"), "--smoke"], subprocess_env
     )
     assert summarizer.returncode == 0, summarizer.stderr[-3000:]
     assert json.loads(summarizer.stdout.strip().splitlines()[-1])["steps"] == 2

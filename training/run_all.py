@@ -9,17 +9,21 @@ land in --out: data/, sft/, dpo/, evaluation.json and evaluation.md (the table).
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
+
+from training.common import job_parser
 
 
-def stage(name: str, args: list[str], log: Path) -> str:
+def stage(name: str, job: ModuleType, args: list[str], log: Path) -> str:
+    """Runs `python -m job args` in a child process; its stdout, or SystemExit if it failed."""
     started = time.perf_counter()
-    print(f"== {name}: python -m {' '.join(args)}", flush=True)
-    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True)
+    command = [job.__name__, *args]
+    print(f"== {name}: python -m {' '.join(command)}", flush=True)
+    done = subprocess.run([sys.executable, "-m", *command], capture_output=True, text=True)
     with log.open("a", encoding="utf-8") as f:
         f.write(f"== {name}\n{done.stdout}\n{done.stderr}\n")
     if done.returncode != 0:
@@ -31,28 +35,26 @@ def stage(name: str, args: list[str], log: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    from training.data import build_dialogues
+    from training.dpo import train as dpo
+    from training.evaluation import evaluate
+    from training.sft import dialogue as sft_dialogue
+
+    parser = job_parser(__doc__, smoke="every stage in smoke mode")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--eval-limit", type=int, default=24, help="items per evaluation set")
     args = parser.parse_args(argv)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     log = out / "run.log"
     smoke = ["--smoke"] if args.smoke else []
-    data, sft, dpo = out / "data", out / "sft", out / "dpo"
-    stage("build data", ["training.build_dialogues", "--out", str(data), *smoke], log)
-    stage("SFT", ["training.sft_dialogue", "--data", str(data), "--out", str(sft), *smoke], log)
-    stage(
-        "DPO",
-        ["training.dpo", "--data", str(data), "--sft-adapter", str(sft), "--out", str(dpo), *smoke],
-        log,
-    )
+    data, sft, dpo_out = out / "data", out / "sft", out / "dpo"
+    stage("build data", build_dialogues, ["--out", str(data), *smoke], log)
+    stage("SFT", sft_dialogue, ["--data", str(data), "--out", str(sft), *smoke], log)
+    stage("DPO", dpo, ["--data", str(data), "--sft-adapter", str(sft), "--out", str(dpo_out), *smoke], log)
     limit = ["--smoke"] if args.smoke else ["--limit", str(args.eval_limit)]
-    table = stage("evaluate", ["training.evaluate", "--data", str(data), "--adapter", f"sft={sft}", "--adapter",
-                               f"dpo={dpo}", "--json", str(out / "evaluation.json"), *limit], log)  # fmt: skip
+    table = stage("evaluate", evaluate, ["--data", str(data), "--adapter", f"sft={sft}", "--adapter",
+                                         f"dpo={dpo_out}", "--json", str(out / "evaluation.json"), *limit], log)  # fmt: skip
     (out / "evaluation.md").write_text(table, encoding="utf-8")
     print(table)
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from companion.errors import ConfigError
+from companion.yaml_config import dataclass_from_yaml
 
 DEFAULT_MODEL = "default"
 RoutingPolicy = Literal["top_k", "top_p"]
@@ -147,27 +146,3 @@ class GenerationParams:
             raise ConfigError(
                 "stop contains an empty string; every stop string needs at least one character."
             )
-
-
-def dataclass_from_yaml(cls: type, path: str | Path) -> Any:
-    """An instance of dataclass `cls` from a YAML mapping of its fields (the `from_file` of every config).
-
-    Raises:
-        ConfigError: the file is missing, is not a mapping, or names unknown keys.
-    """
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ConfigError(f"config file {path} does not exist.") from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of {cls.__name__} fields.")
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(
-            f"config file {path} has unknown keys {unknown}; {cls.__name__} takes {sorted(known)}."
-        )
-    return cls(**data)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from companion.backbone.config import DEFAULT_MODEL, dataclass_from_yaml
+from companion.backbone.config import DEFAULT_MODEL
 from companion.errors import ConfigError, ModelLoadFailedError, ModelNotProvisionedError
+from companion.yaml_config import dataclass_from_yaml
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
 

@@ -29,12 +29,13 @@ from typing import Any
 
 import httpx
 
-from companion.backbone.config import GenerationParams, dataclass_from_yaml
+from companion.backbone.config import GenerationParams
 from companion.backbone.health import EngineHealth
 from companion.backbone.prompt_template import Prompt
 from companion.backbone.routing import RoutingStats
 from companion.backbone.streaming import GenerationSummary, visible_text
 from companion.errors import AdapterError, ConfigError, EngineUnavailableError, GenerationFailedError
+from companion.yaml_config import dataclass_from_yaml
 
 log = logging.getLogger(__name__)
 

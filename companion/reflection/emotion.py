@@ -36,7 +36,7 @@ class EmotionClassifier:
 
     def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, min_confidence: float = 0.5):
         self.classifier = EmbeddingClassifier(
-            embedder, weights_path or WEIGHTS_PATH, retrain_hint="python -m training.train_emotion"
+            embedder, weights_path or WEIGHTS_PATH, retrain_hint="python -m training.classifiers.emotion"
         )
         self.min_confidence = min_confidence
 

@@ -1,26 +1,26 @@
 """Trains a persona's LoRA adapter with TRL's SFTTrainer on its example dialogues.
 
-    python -m training.sft_persona mira --out persona_adapters/adapters/mira           # 24 steps, ~4 min
-    python -m training.sft_persona mira --out /tmp/mira-lora --smoke                   # 4 steps, ~1 min
+    python -m training.sft.persona mira --out persona_adapters/adapters/mira           # 24 steps, ~4 min
+    python -m training.sft.persona mira --out /tmp/mira-lora --smoke                   # 4 steps, ~1 min
 
 The adapter targets attention projections (q, v, o), which peft can mix per row in a
 batch (see companion/backbone/adapters.py). Each NPC line of the persona's example
 dialogues is one completion to learn, after the system prompt and the lines before it.
-Memory-grounded dialogues from the data builder (training/dialogue_data.py), checked,
+Memory-grounded dialogues from the data builder (training/data/dialogues.py), checked,
 are added for personas with a voice in its bank.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from pathlib import Path
 
 from companion.backbone.provision import prepare_default_model
+from companion.errors import ConfigError
 from companion.prompting import persona_system_prompt
 from persona_adapters import Persona, PersonaRegistry
-from training.lora_sft import ATTENTION_MODULES, LoraSFTConfig, train_lora_sft
+from training.common import job_parser, print_summary, run, write_json
+from training.sft.lora import ATTENTION_MODULES, LoraSFTConfig, train_lora_sft
 
 log = logging.getLogger(__name__)
 TARGET_MODULES = ATTENTION_MODULES
@@ -51,7 +51,7 @@ def builder_conversations(persona: Persona, n: int = 24, seed: int = 0) -> list[
     """
     from companion.reflection import Reflector
     from memory.embedding import MiniLMEmbedder
-    from training.dialogue_data import TemplateDrafter, check_reply, load_bank, sample_dialogues, sft_row
+    from training.data.dialogues import TemplateDrafter, check_reply, load_bank, sample_dialogues, sft_row
 
     bank = load_bank()
     if persona.id not in bank["voices"]:
@@ -73,7 +73,7 @@ def train_persona_adapter(
     """Trains and saves the adapter (peft format) to `out`; returns a summary with the loss curve."""
     rows = persona_conversations(persona)
     if not rows:
-        raise ValueError(
+        raise ConfigError(
             f"persona {persona.id!r} has no example dialogues ending on the NPC; add some to train on."
         )
     rows += builder_conversations(persona, n_generated, seed)
@@ -81,24 +81,21 @@ def train_persona_adapter(
                            target_modules=TARGET_MODULES)  # fmt: skip
     summary = train_lora_sft(rows, out, model_dir=prepare_default_model().moe_dir, config=config)
     summary["persona"] = persona.id
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "training_summary.json", summary)
     return {k: summary[k] for k in ("persona", "steps", "seconds", "first_loss", "last_loss", "examples")}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, smoke="4 steps")
     parser.add_argument("persona")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=24)
-    parser.add_argument("--smoke", action="store_true", help="4 steps")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args(argv)
     persona = PersonaRegistry.default(args.data_dir).get(args.persona)
     summary = train_persona_adapter(persona, args.out, steps=4 if args.smoke else args.steps)
-    print(json.dumps(summary))
+    print_summary(summary)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -38,7 +38,7 @@ from memory.events import EventDraft, EventType, MemoryEvent
 from persona_adapters import Persona
 
 log = logging.getLogger(__name__)
-BANK = Path(__file__).parent / "data" / "dialogue_bank.yaml"
+BANK = Path(__file__).parent / "dialogue_bank.yaml"
 STRATEGIES = ("recall", "support", "refuse", "answer")
 FAILURE_KINDS = ("ignored_memory", "invented_memory", "breaks_character", "generic", "out_of_domain")
 GENERIC = re.compile(

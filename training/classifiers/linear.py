@@ -50,3 +50,21 @@ def per_class_report(gold: list[str], predicted: list[str], labels: list[str]) -
         report[label] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
     report["macro_f1"] = {"f1": float(np.mean([report[label]["f1"] for label in labels]))}
     return report
+
+
+def classifier_parser(doc: str | None, *, per_class: int, smoke_per_class: int, out: Path):
+    """The command line both classifier jobs take: examples per class, L2, epochs, seed, --out."""
+    from training.common import job_parser
+
+    parser = job_parser(doc, smoke=f"{smoke_per_class} examples per class; finishes in seconds")
+    parser.add_argument("--per-class", type=int, default=per_class, help=f"default: {per_class}")
+    parser.add_argument("--l2", type=float, default=1e-4)
+    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=out, help="the .npz file (default: the bundled weights)")
+    parser.set_defaults(smoke_per_class=smoke_per_class)
+    return parser
+
+
+def examples_per_class(args) -> int:
+    return args.smoke_per_class if args.smoke else args.per_class

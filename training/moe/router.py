@@ -1,7 +1,7 @@
 """Router training for the upcycled MoE: load-balancing loss + entropy term, top-p routing.
 
-    python -m training.train_router --out runs/router               # training/configs/router.yaml
-    python -m training.train_router --out /tmp/router --smoke       # 2 steps
+    python -m training.moe.router --out runs/router               # training/configs/router.yaml
+    python -m training.moe.router --out /tmp/router --smoke       # 2 steps
 
 Upcycles the dense default checkpoint (companion.backbone.upcycle: every expert a copy of
 the dense MLP, fresh routers), installs dynamic top-p routing, freezes everything but the
@@ -17,19 +17,18 @@ experts per token by layer before and after, and saves the routers
 
 from __future__ import annotations
 
-import argparse
-import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from companion.backbone.config import dataclass_from_yaml
+from companion.yaml_config import YamlConfig
+from training.common import CONFIGS, check, job_parser, load_config, run, write_json
 
-CONFIG = Path(__file__).parent / "configs" / "router.yaml"
+CONFIG = CONFIGS / "router.yaml"
 
 
 @dataclass(frozen=True)
-class RouterTrainingConfig:
+class RouterTrainingConfig(YamlConfig):
     steps: int = 40
     batch_size: int = 4
     learning_rate: float = 1e-2
@@ -40,16 +39,15 @@ class RouterTrainingConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p is {self.top_p}; expected a value in (0, 1].")
-        if self.load_balance_weight < 0 or self.entropy_weight < 0:
-            raise ValueError("load_balance_weight and entropy_weight must be >= 0.")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> RouterTrainingConfig:
-        return dataclass_from_yaml(cls, path)
+        check(
+            self.steps >= 1 and self.batch_size >= 1,
+            f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.",
+        )
+        check(0 < self.top_p <= 1, f"top_p is {self.top_p}; expected a value in (0, 1].")
+        check(
+            self.load_balance_weight >= 0 and self.entropy_weight >= 0,
+            "load_balance_weight and entropy_weight must be >= 0.",
+        )
 
 
 def router_parameters(model) -> dict[str, object]:
@@ -170,8 +168,8 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
 def training_texts(tokenizer, n: int) -> list[str]:
     """Persona example dialogues and builder dialogues, rendered with the chat template."""
     from persona_adapters import PersonaRegistry
-    from training.dialogue_data import TemplateDrafter, load_bank, sample_dialogues, sft_row
-    from training.sft_persona import persona_conversations
+    from training.data.dialogues import TemplateDrafter, load_bank, sample_dialogues, sft_row
+    from training.sft.persona import persona_conversations
 
     registry, bank = PersonaRegistry.default(), load_bank()
     personas = [registry.get(p) for p in ("mira", "orla", "marlowe")]
@@ -192,16 +190,10 @@ def main(argv: list[str] | None = None) -> None:
     from companion.backbone.provision import prepare_default_model
     from companion.backbone.upcycle import upcycle_llama_to_mixtral
 
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, config=CONFIG, smoke="2 steps on a few texts")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--smoke", action="store_true", help="2 steps on a few texts")
     args = parser.parse_args(argv)
-    config = RouterTrainingConfig.from_file(args.config)
-    if args.smoke:
-        config = replace(config, steps=2, batch_size=2, max_length=96)
+    config = load_config(RouterTrainingConfig, args, steps=2, batch_size=2, max_length=96)
     paths = prepare_default_model()
     tokenizer = AutoTokenizer.from_pretrained(paths.dense_dir, local_files_only=True)
     dense = AutoModelForCausalLM.from_pretrained(paths.dense_dir, local_files_only=True, dtype=torch.float32)
@@ -211,7 +203,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().contiguous() for k, v in router_parameters(model).items()},
               str(args.out / "router_weights.safetensors"))  # fmt: skip
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out / "report.json", report)
     print(f"experts per token by layer (top-p {config.top_p:.2f}), held-out text:")
     print("| layer | before | after |\n|---|---|---|")
     for i, (b, a) in enumerate(
@@ -222,4 +214,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

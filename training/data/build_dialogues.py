@@ -1,10 +1,10 @@
-"""Builds the memory-grounded dialogue data: sample, draft, check, write (training/dialogue_data.py).
+"""Builds the memory-grounded dialogue data: sample, draft, check, write (training/data/dialogues.py).
 
-    python -m training.build_dialogues --out data/dialogues                     # offline drafter
-    python -m training.build_dialogues --out data/dialogues --smoke             # 24 samples
-    python -m training.build_dialogues --out data/dialogues \\
+    python -m training.data.build_dialogues --out data/dialogues                     # offline drafter
+    python -m training.data.build_dialogues --out data/dialogues --smoke             # 24 samples
+    python -m training.data.build_dialogues --out data/dialogues \\
         --drafter openai --endpoint http://127.0.0.1:8080/v1 --model qwen2.5-7b-instruct
-    python -m training.build_dialogues --out data/dialogues --drafter backbone       # the local default model
+    python -m training.data.build_dialogues --out data/dialogues --drafter backbone       # the local default model
 
 Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
 held-out samples the evaluation replays) and report.json (kept, dropped and why).
@@ -12,7 +12,6 @@ held-out samples the evaluation replays) and report.json (kept, dropped and why)
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -21,11 +20,12 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from companion.backbone.config import dataclass_from_yaml
 from companion.reflection import Reflector
+from companion.yaml_config import YamlConfig
 from memory.embedding import MiniLMEmbedder
 from persona_adapters import PersonaRegistry
-from training.dialogue_data import (
+from training.common import CONFIGS, check, job_parser, run, write_json
+from training.data.dialogues import (
     FAILURE_KINDS,
     BackboneDrafter,
     OpenAICompatibleDrafter,
@@ -41,11 +41,11 @@ from training.dialogue_data import (
 
 log = logging.getLogger(__name__)
 
-CONFIG = Path(__file__).parent / "configs" / "build_dialogues.yaml"
+CONFIG = CONFIGS / "build_dialogues.yaml"
 
 
 @dataclass(frozen=True)
-class BuildConfig:
+class BuildConfig(YamlConfig):
     n_train: int = 480
     n_eval: int = 48
     seed: int = 7
@@ -60,16 +60,18 @@ class BuildConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "heldout_facts", tuple(self.heldout_facts))
         object.__setattr__(self, "personas", tuple(self.personas))
-        if self.drafter not in ("template", "openai", "backbone"):
-            raise ValueError(f"drafter is {self.drafter!r}; expected 'template', 'openai' or 'backbone'.")
-        if self.drafter == "openai" and not (self.endpoint and self.model):
-            raise ValueError("drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.")
-        if self.n_train < 1 or self.n_eval < 0 or not 1 <= self.rejected_per_sample <= len(FAILURE_KINDS):
-            raise ValueError("n_train >= 1, n_eval >= 0 and 1 <= rejected_per_sample <= 5 are required.")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> BuildConfig:
-        return dataclass_from_yaml(cls, path)
+        check(
+            self.drafter in ("template", "openai", "backbone"),
+            f"drafter is {self.drafter!r}; expected 'template', 'openai' or 'backbone'.",
+        )
+        check(
+            self.drafter != "openai" or bool(self.endpoint and self.model),
+            "drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.",
+        )
+        check(
+            self.n_train >= 1 and self.n_eval >= 0 and 1 <= self.rejected_per_sample <= len(FAILURE_KINDS),
+            "n_train >= 1, n_eval >= 0 and 1 <= rejected_per_sample <= 5 are required.",
+        )
 
 
 def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = None, reflector=None) -> dict:
@@ -123,17 +125,13 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
     write_jsonl(out / "dpo.jsonl", dpo)
     write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
     report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation))
-    (out / "report.json").write_text(json.dumps(report, indent=2, default=dict) + "\n", encoding="utf-8")
+    write_json(out / "report.json", json.loads(json.dumps(report, default=dict)))
     return report
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--config", type=Path, default=CONFIG)
+    parser = job_parser(__doc__, config=CONFIG, smoke="24 training samples, 12 held-out")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--smoke", action="store_true", help="24 training samples, 12 held-out")
     parser.add_argument("--drafter", choices=["template", "openai", "backbone"])
     parser.add_argument("--endpoint")
     parser.add_argument("--model")
@@ -153,4 +151,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -15,13 +15,17 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from companion.backbone.config import dataclass_from_yaml
+from companion.errors import ConfigError
+from companion.yaml_config import YamlConfig
+from training.common import check
 
+SUMMARY_KEYS = ("steps", "examples", "seconds", "first_loss", "last_loss")
+"""What an SFT job prints of its summary."""
 ATTENTION_MODULES = ("q_proj", "v_proj", "o_proj")  # mixable per row in a batch (companion.backbone.adapters)
 
 
 @dataclass(frozen=True)
-class LoraSFTConfig:
+class LoraSFTConfig(YamlConfig):
     """Hyperparameters of one SFT run (YAML: a saved LoraSFTConfig)."""
 
     steps: int = 60
@@ -33,17 +37,15 @@ class LoraSFTConfig:
     target_modules: tuple[str, ...] = ATTENTION_MODULES
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1 or self.rank < 1:
-            raise ValueError(
-                f"steps, batch_size and rank must be >= 1; got {self.steps}, {self.batch_size}, {self.rank}."
-            )
-        if not 0 < self.learning_rate < 1:
-            raise ValueError(f"learning_rate is {self.learning_rate}; expected a value in (0, 1), e.g. 3e-4.")
+        check(
+            min(self.steps, self.batch_size, self.rank) >= 1,
+            f"steps, batch_size and rank must be >= 1; got {self.steps}, {self.batch_size}, {self.rank}.",
+        )
+        check(
+            0 < self.learning_rate < 1,
+            f"learning_rate is {self.learning_rate}; expected a value in (0, 1), e.g. 3e-4.",
+        )
         object.__setattr__(self, "target_modules", tuple(self.target_modules))
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> LoraSFTConfig:
-        return dataclass_from_yaml(cls, path)
 
 
 def load_model(model_dir: str | Path):
@@ -76,7 +78,9 @@ def train_lora_sft(
     from trl import SFTConfig, SFTTrainer
 
     if not rows:
-        raise ValueError("no training rows; build some first (e.g. python -m training.build_dialogues).")
+        raise ConfigError(
+            "no training rows; build some first (e.g. python -m training.data.build_dialogues)."
+        )
     torch.manual_seed(config.seed)
     if model is None:
         model, tokenizer = load_model(model_dir)

@@ -1,33 +1,32 @@
 """SFT of the generative summarizer's LoRA adapter (memory.generative_summarizer's adapter slot).
 
-    python -m training.sft_summarizer --out adapters/summarizer                  # configs/sft_summarizer.yaml
-    python -m training.sft_summarizer --out /tmp/summarizer --smoke --eval 20     # 2 steps, F1 on 20 dev lines
+    python -m training.sft.summarizer --out adapters/summarizer                  # configs/sft_summarizer.yaml
+    python -m training.sft.summarizer --out /tmp/summarizer --smoke --eval 20     # 2 steps, F1 on 20 dev lines
 
 Rows: the summarizer's own prompt (memory.generative_summarizer.build_messages) for a
 player turn of one or two sentences from the template data built for this project
-(training/summarizer_data.py, the fast summarizer's data), and as completion the JSON
+(training/data/summarizer_examples.py, the fast summarizer's data), and as completion the JSON
 array of events those sentences carry (type, third-person content, importance; [] for
 chit-chat). With --eval N, macro-F1 of event types on N lines of the hand-written dev
-set (tests/data/memory_dev_set.jsonl) is printed for the bare backbone and the adapter.
+set (training/evaluation/data/memory_dev_set.jsonl) is printed for the bare backbone and the adapter.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
-from dataclasses import replace
 from pathlib import Path
 
 from companion.backbone.provision import prepare_default_model
 from memory.events import DEFAULT_IMPORTANCE, EventType, Turn
 from memory.generative_summarizer import build_messages
 from memory.rewrite import to_third_person
-from training.lora_sft import LoraSFTConfig, train_lora_sft
-from training.summarizer_data import build_dataset
+from training.common import CONFIGS, job_parser, load_config, print_summary, run
+from training.data.summarizer_examples import build_dataset
+from training.sft.lora import SUMMARY_KEYS, LoraSFTConfig, train_lora_sft
 
-CONFIG = Path(__file__).parent / "configs" / "sft_summarizer.yaml"
+CONFIG = CONFIGS / "sft_summarizer.yaml"
 
 
 def summarizer_rows(n: int, seed: int = 0) -> list[dict]:
@@ -62,7 +61,7 @@ def type_f1(model_dir: Path, adapter: Path | None, n: int) -> float:
     from companion.backbone import BackboneConfig, HFBackbone
     from companion.text_generator import BackboneTextGenerator
     from memory.generative_summarizer import GenerativeSummarizer
-    from training.train_fast_summarizer import load_dev_set
+    from training.classifiers.fast_summarizer import load_dev_set
 
     backbone = HFBackbone.from_config(BackboneConfig(model=str(model_dir)))
     if adapter is not None:
@@ -86,29 +85,23 @@ def type_f1(model_dir: Path, adapter: Path | None, n: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, config=CONFIG, smoke="2 short steps on 16 rows")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--rows", type=int, default=600)
     parser.add_argument("--eval", type=int, default=0, help="dev-set lines for the F1 before/after")
-    parser.add_argument("--smoke", action="store_true", help="2 short steps on 16 rows")
     args = parser.parse_args(argv)
-    config = LoraSFTConfig.from_file(args.config)
-    n_rows = args.rows
-    if args.smoke:
-        config, n_rows = replace(config, steps=2, batch_size=2, max_length=512), 16
+    config = load_config(LoraSFTConfig, args, steps=2, batch_size=2, max_length=512)
+    n_rows = 16 if args.smoke else args.rows
     model_dir = prepare_default_model().moe_dir
     summary = train_lora_sft(
         summarizer_rows(n_rows, config.seed), args.out, model_dir=model_dir, config=config
     )
-    result = {k: summary[k] for k in ("steps", "examples", "seconds", "first_loss", "last_loss")}
+    result = {k: summary[k] for k in SUMMARY_KEYS}
     if args.eval:
         result["type_macro_f1_bare"] = round(type_f1(model_dir, None, args.eval), 3)
         result["type_macro_f1_adapter"] = round(type_f1(model_dir, args.out, args.eval), 3)
-    print(json.dumps(result))
+    print_summary(result)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -1,10 +1,10 @@
 """Trains the fast summarizer's classifier and writes memory/weights/fast_summarizer.npz.
 
-    python -m training.train_fast_summarizer                 # full: 400 examples per class
-    python -m training.train_fast_summarizer --smoke         # 60 per class, a few seconds
-    python -m training.train_fast_summarizer --out /tmp/w.npz
+    python -m training.classifiers.fast_summarizer                 # full: 400 examples per class
+    python -m training.classifiers.fast_summarizer --smoke         # 60 per class, a few seconds
+    python -m training.classifiers.fast_summarizer --out /tmp/w.npz
 
-The data comes from `training.summarizer_data` (templates written for this project);
+The data comes from `training.data.summarizer_examples` (templates written for this project);
 nothing is downloaded. A softmax layer over frozen all-MiniLM-L6-v2 embeddings, trained
 full-batch with L2 regularisation; it prints training accuracy and, when the dev set
 is there, per-class precision/recall and macro-F1 on it.
@@ -12,7 +12,6 @@ is there, per-class precision/recall and macro-F1 on it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -20,11 +19,12 @@ from pathlib import Path
 from memory.embedding import MiniLMEmbedder
 from memory.events import EVENT_TYPES
 from memory.fast_summarizer import NONE, WEIGHTS_PATH
-from training.linear_classifier import fit_and_save, per_class_report
-from training.summarizer_data import build_dataset
+from training.classifiers.linear import classifier_parser, examples_per_class, fit_and_save, per_class_report
+from training.common import EVAL_DATA, run
+from training.data.summarizer_examples import build_dataset
 
 LABELS = [*EVENT_TYPES, NONE]
-DEV_SET = Path(__file__).resolve().parents[1] / "tests" / "data" / "memory_dev_set.jsonl"
+DEV_SET = EVAL_DATA / "memory_dev_set.jsonl"
 
 
 def load_dev_set(path: Path = DEV_SET) -> list[tuple[str, str]]:
@@ -33,17 +33,9 @@ def load_dev_set(path: Path = DEV_SET) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--smoke", action="store_true", help="60 examples per class; finishes in seconds")
-    parser.add_argument("--per-class", type=int, default=400)
-    parser.add_argument("--l2", type=float, default=1e-4)
-    parser.add_argument("--epochs", type=int, default=300)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
+    parser = classifier_parser(__doc__, per_class=400, smoke_per_class=60, out=WEIGHTS_PATH)
     args = parser.parse_args(argv)
-    per_class = 60 if args.smoke else args.per_class
+    per_class = examples_per_class(args)
 
     started = time.perf_counter()
     rows = build_dataset(per_class, seed=args.seed)
@@ -67,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

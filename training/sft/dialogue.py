@@ -1,8 +1,8 @@
-"""SFT of a LoRA adapter on the memory-grounded dialogues (training/build_dialogues.py output).
+"""SFT of a LoRA adapter on the memory-grounded dialogues (training/data/build_dialogues.py output).
 
-    python -m training.sft_dialogue --data data/dialogues --out adapters/dialogue-sft
-    python -m training.sft_dialogue --data data/dialogues --out /tmp/sft --smoke        # 2 steps
-    python -m training.sft_dialogue --data data/dialogues --out adapters/mira --persona mira
+    python -m training.sft.dialogue --data data/dialogues --out adapters/dialogue-sft
+    python -m training.sft.dialogue --data data/dialogues --out /tmp/sft --smoke        # 2 steps
+    python -m training.sft.dialogue --data data/dialogues --out adapters/mira --persona mira
 
 The adapter (attention q/v/o, like the persona adapters) learns to use recalled memories,
 follow reflection's guidance and keep the persona's voice; with --persona it trains on
@@ -11,16 +11,14 @@ that persona's dialogues only, so it can serve as that persona's adapter.
 
 from __future__ import annotations
 
-import argparse
-import json
-from dataclasses import replace
 from pathlib import Path
 
 from companion.backbone.provision import prepare_default_model
-from training.dialogue_data import read_jsonl
-from training.lora_sft import LoraSFTConfig, train_lora_sft
+from training.common import CONFIGS, job_parser, load_config, print_summary, run
+from training.data.dialogues import read_jsonl
+from training.sft.lora import SUMMARY_KEYS, LoraSFTConfig, train_lora_sft
 
-CONFIG = Path(__file__).parent / "configs" / "sft_dialogue.yaml"
+CONFIG = CONFIGS / "sft_dialogue.yaml"
 
 
 def load_rows(data: Path, persona_name: str | None = None) -> list[dict]:
@@ -31,19 +29,13 @@ def load_rows(data: Path, persona_name: str | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, config=CONFIG, smoke="2 short steps")
     parser.add_argument("--data", type=Path, required=True, help="a build_dialogues output folder")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--persona", help="train on this persona's dialogues only")
     parser.add_argument("--model-dir", help="base checkpoint; default: the provisioned default MoE")
-    parser.add_argument("--smoke", action="store_true", help="2 short steps")
     args = parser.parse_args(argv)
-    config = LoraSFTConfig.from_file(args.config)
-    if args.smoke:
-        config = replace(config, steps=2, batch_size=2, max_length=384)
+    config = load_config(LoraSFTConfig, args, steps=2, batch_size=2, max_length=384)
     name = None
     if args.persona:
         from persona_adapters import PersonaRegistry
@@ -52,8 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = load_rows(args.data, name)
     model_dir = args.model_dir or prepare_default_model().moe_dir
     summary = train_lora_sft(rows, args.out, model_dir=model_dir, config=config)
-    print(json.dumps({k: summary[k] for k in ("steps", "examples", "seconds", "first_loss", "last_loss")}))
+    print_summary(summary, SUMMARY_KEYS)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

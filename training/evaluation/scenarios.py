@@ -22,8 +22,9 @@ from memory.events import Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import get_persona
+from training.common import EVAL_DATA
 
-SCENARIOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "reflection_scenarios.yaml"
+SCENARIOS = EVAL_DATA / "reflection_scenarios.yaml"
 _UNSET = object()
 
 

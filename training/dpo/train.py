@@ -1,7 +1,7 @@
 """DPO (TRL's DPOTrainer) over multi-turn conversations, starting from an SFT adapter.
 
-    python -m training.dpo --data data/dialogues --sft-adapter adapters/dialogue-sft --out adapters/dialogue-dpo
-    python -m training.dpo --data data/dialogues --sft-adapter /tmp/sft --out /tmp/dpo --smoke   # 2 steps
+    python -m training.dpo.train --data data/dialogues --sft-adapter adapters/dialogue-sft --out adapters/dialogue-dpo
+    python -m training.dpo.train --data data/dialogues --sft-adapter /tmp/sft --out /tmp/dpo --smoke   # 2 steps
 
 Each row's prompt is the whole conversation so far (system prompt with reflection's
 guidance, the earlier session, the player's line); "chosen" is the checked reply and
@@ -13,24 +13,24 @@ from the bare backbone. Only the adapter's weights change.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from companion.backbone.config import dataclass_from_yaml
 from companion.backbone.provision import prepare_default_model
-from training.dialogue_data import read_jsonl
-from training.lora_sft import load_model
+from companion.errors import ConfigError
+from companion.yaml_config import YamlConfig
+from training.common import CONFIGS, check, job_parser, load_config, print_summary, run, write_json
+from training.data.dialogues import read_jsonl
+from training.sft.lora import load_model
 
-CONFIG = Path(__file__).parent / "configs" / "dpo.yaml"
+CONFIG = CONFIGS / "dpo.yaml"
 
 
 @dataclass(frozen=True)
-class DPOSettings:
+class DPOTrainingConfig(YamlConfig):
     steps: int = 60
     batch_size: int = 2
     learning_rate: float = 5e-5
@@ -39,14 +39,11 @@ class DPOSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.")
-        if self.beta <= 0:
-            raise ValueError(f"beta is {self.beta}; expected > 0 (0.1 is usual).")
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> DPOSettings:
-        return dataclass_from_yaml(cls, path)
+        check(
+            self.steps >= 1 and self.batch_size >= 1,
+            f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.",
+        )
+        check(self.beta > 0, f"beta is {self.beta}; expected > 0 (0.1 is usual).")
 
 
 def load_pairs(data: Path) -> list[dict]:
@@ -59,7 +56,7 @@ def train_dpo(
     out: Path,
     *,
     model_dir: str | Path,
-    settings: DPOSettings,
+    settings: DPOTrainingConfig,
     model=None,
 ) -> dict:
     """Trains the SFT adapter further with DPO and saves it to `out`; returns a summary.
@@ -71,10 +68,10 @@ def train_dpo(
     from datasets import Dataset
     from peft import PeftModel
     from transformers import AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
+    from trl import DPOConfig, DPOTrainer  # TRL's trainer arguments, not ours
 
     if not rows:
-        raise ValueError("no preference pairs; run python -m training.build_dialogues first.")
+        raise ConfigError("no preference pairs; run python -m training.data.build_dialogues first.")
     torch.manual_seed(settings.seed)
     if model is None:
         model, tokenizer = load_model(model_dir)
@@ -118,30 +115,24 @@ def train_dpo(
         "settings": asdict(settings),
         "sft_adapter": str(sft_adapter),
     }
-    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    write_json(out / "training_summary.json", summary)
     return summary
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, config=CONFIG, smoke="2 steps")
     parser.add_argument("--data", type=Path, required=True, help="a build_dialogues output folder")
     parser.add_argument("--sft-adapter", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--model-dir", help="base checkpoint; default: the provisioned default MoE")
-    parser.add_argument("--smoke", action="store_true", help="2 steps")
     args = parser.parse_args(argv)
-    settings = DPOSettings.from_file(args.config)
-    if args.smoke:
-        settings = replace(settings, steps=2, batch_size=1, max_length=384)
+    settings = load_config(DPOTrainingConfig, args, steps=2, batch_size=1, max_length=384)
     model_dir = args.model_dir or prepare_default_model().moe_dir
     summary = train_dpo(
         load_pairs(args.data), args.sft_adapter, args.out, model_dir=model_dir, settings=settings
     )
-    print(json.dumps({k: v for k, v in summary.items() if k != "settings"}))
+    print_summary({k: v for k, v in summary.items() if k != "settings"})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

@@ -1,12 +1,12 @@
 """Evaluates the backbone, bare and with trained adapters, on held-out dialogues and the
 reflection scenarios; prints one table.
 
-    python -m training.evaluate --data data/dialogues --adapter sft=adapters/dialogue-sft \\
+    python -m training.evaluation.evaluate --data data/dialogues --adapter sft=adapters/dialogue-sft \\
         --adapter dpo=adapters/dialogue-dpo
-    python -m training.evaluate --data data/dialogues --smoke          # 3 + 3 items, bare backbone
+    python -m training.evaluation.evaluate --data data/dialogues --smoke          # 3 + 3 items, bare backbone
 
 Items: the held-out samples of build_dialogues (eval.jsonl: facts never trained on) and
-the scripted scenarios of tests/data/reflection_scenarios.yaml (facts summarized into a
+the scripted scenarios of training/evaluation/data/reflection_scenarios.yaml (facts summarized into a
 real Chroma store, decisions made by the real reflector). For each, the reply is
 generated greedily from the pipeline's own prompt and judged by the runtime post-check:
 
@@ -18,9 +18,7 @@ generated greedily from the pipeline's own prompt and judged by the runtime post
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -35,8 +33,9 @@ from memory.events import MemoryEvent, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
-from training.dialogue_data import GENERIC, DialogueSample, read_jsonl
-from training.scenarios import load_scenarios
+from training.common import job_parser, run, write_json
+from training.data.dialogues import GENERIC, DialogueSample, read_jsonl
+from training.evaluation.scenarios import load_scenarios
 
 
 @dataclass
@@ -143,9 +142,7 @@ def table(rows: dict[str, dict[str, dict]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__, smoke="3 items per set, 16-token replies")
     parser.add_argument(
         "--data", type=Path, required=True, help="a build_dialogues output folder (eval.jsonl)"
     )
@@ -153,7 +150,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--limit", type=int, help="items per set")
-    parser.add_argument("--smoke", action="store_true", help="3 items per set, 16-token replies")
     parser.add_argument("--json", type=Path, help="also write the scores and replies here")
     args = parser.parse_args(argv)
     limit = 3 if args.smoke else args.limit
@@ -179,8 +175,8 @@ def main(argv: list[str] | None = None) -> None:
     backbone.close()
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"scores": rows, "replies": dump}, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, {"scores": rows, "replies": dump})
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

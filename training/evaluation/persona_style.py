@@ -1,8 +1,8 @@
 """Does a persona's adapter make the backbone sound like the persona? Perplexity on held-out lines.
 
-    python -m training.eval_persona_style                    # every bundled persona with an adapter
+    python -m training.evaluation.persona_style                    # every bundled persona with an adapter
 
-For each persona, the NPC replies in training/data/persona_heldout.yaml (never trained
+For each persona, the NPC replies in training/evaluation/data/persona_heldout.yaml (never trained
 on) are scored given the persona's system prompt and the player's line: mean negative
 log-likelihood per reply token and perplexity, with the bare backbone, with the
 persona's own adapter, and with the other personas' adapters (a control: an adapter
@@ -11,7 +11,6 @@ should help its own persona more than the others).
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -21,8 +20,9 @@ from companion.backbone import BackboneConfig, HFBackbone
 from companion.prompting import persona_system_prompt
 from persona_adapters import Persona, PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
+from training.common import EVAL_DATA, job_parser, run
 
-HELDOUT = Path(__file__).parent / "data" / "persona_heldout.yaml"
+HELDOUT = EVAL_DATA / "persona_heldout.yaml"
 
 
 def reply_nll(backbone: HFBackbone, persona: Persona, pairs: list[dict], adapter: str | None) -> float:
@@ -54,9 +54,7 @@ def reply_nll(backbone: HFBackbone, persona: Persona, pairs: list[dict], adapter
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = job_parser(__doc__)
     parser.add_argument("--heldout", type=Path, default=HELDOUT)
     args = parser.parse_args(argv)
     heldout = yaml.safe_load(args.heldout.read_text(encoding="utf-8"))
@@ -79,4 +77,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))
