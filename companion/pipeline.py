@@ -29,7 +29,7 @@ from companion.protocols import Generator
 from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
 from companion.reflection.guidance import recall_line, refusal_line
 from companion.reflection.postcheck import BREAKS_CHARACTER
-from memory.events import Turn
+from memory.events import MemoryEvent, Turn
 from memory.protocols import MemoryStore
 from persona_adapters import Persona
 
@@ -88,7 +88,9 @@ class _Prepared:
     persona: Persona
     player_turn: Turn
     decision: Decision
-    known: list
+    recalled: list[MemoryEvent]
+    player_id: str
+    npc_id: str
     player_lines: list[str]
     messages: list
     adapter: str | None
@@ -193,12 +195,22 @@ class TurnPipeline:
             persona=persona,
             player_turn=Turn(role="player", text=text, game_time=game_time),
             decision=decision,
-            known=await self.store.list(player_id=player_id, npc_id=npc_id),
+            recalled=[r.event for r in recalled],
+            player_id=player_id,
+            npc_id=npc_id,
             player_lines=[b.turn.text for b in history if b.turn.role == "player"] + [text],
             messages=build_messages(persona, chat, text, guidance=guidance(decision, persona), world=world),
             adapter=await asyncio.to_thread(self._adapter, persona),  # a first load may convert files
             reflection_ms=reflection_ms,
         )
+
+    async def _known_near(self, prepared: _Prepared, draft: str) -> list[MemoryEvent]:
+        """The stored facts the post-check compares `draft` with: those recalled for the line and
+        those nearest to the draft's claims and sentences (not the whole collection)."""
+        related = await self.store.related(
+            self.reflector.memory_queries(draft), player_id=prepared.player_id, npc_id=prepared.npc_id
+        )
+        return list({e.id: e for e in [*prepared.recalled, *related]}.values())
 
     async def _draft_and_check(self, prepared: _Prepared, drafting: _Drafting) -> AsyncIterator[TurnEvent]:
         """Streams a draft and post-checks it; a rejected draft gets one corrected retry."""
@@ -226,7 +238,7 @@ class TurnPipeline:
                 self.reflector.after,
                 drafting.draft,
                 decision=prepared.decision,
-                known=prepared.known,
+                known=await self._known_near(prepared, drafting.draft),
                 player_lines=prepared.player_lines,
             )
             drafting.checks.append(check)

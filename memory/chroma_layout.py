@@ -134,3 +134,23 @@ def remote_client(url: str):
             "or leave the Chroma URL unset to use the embedded store."
         ) from e
     return client
+
+
+def open_collection(client, player_id: str, npc_id: str, *, create: bool):
+    """The player-NPC collection (created when `create`); None when it does not exist.
+
+    Raises:
+        StoreUnavailableError: Chroma failed (down, unreachable, or another error).
+    """
+    from chromadb.errors import NotFoundError
+
+    name = collection_name(player_id, npc_id)
+    try:
+        if create:
+            metadata = COLLECTION_METADATA | {"player_id": player_id, "npc_id": npc_id}
+            return client.get_or_create_collection(name, metadata=metadata, embedding_function=None)
+        return client.get_collection(name, embedding_function=None)
+    except NotFoundError:
+        return None
+    except Exception as e:
+        raise StoreUnavailableError(f"the Chroma store failed: {type(e).__name__}: {e}") from e

@@ -75,6 +75,13 @@ class MemoryStore(Protocol):
         self, *, player_id: str, npc_id: str | None = None, include_superseded: bool = True
     ) -> list[MemoryEvent]: ...
 
+    async def related(
+        self, texts: Sequence[str], *, player_id: str, npc_id: str, k: int = 4
+    ) -> list[MemoryEvent]:
+        """The events nearest to any of `texts`, superseded ones too, and the events that replaced
+        them: what the post-check compares a draft with."""
+        ...
+
     async def delete(self, *, player_id: str, npc_id: str | None = None) -> int: ...
 
     async def export(self, *, player_id: str, npc_id: str | None = None) -> dict[str, Any]: ...

@@ -30,22 +30,22 @@ from typing import Any
 import numpy as np
 
 from memory.chroma_layout import (
-    COLLECTION_METADATA,
     chroma_settings,
-    collection_name,
     embedded_client,
+    open_collection,
     player_prefix,
     remote_client,
     segment_dirs,
     vacuum,
 )
 from memory.config import ForgettingPolicy, MemoryConfig
-from memory.consolidation import MemoryWrite, event_of, events_in, write_one
+from memory.consolidation import MemoryWrite, events_in, write_one
 from memory.errors import StoreUnavailableError
 from memory.events import EventDraft, MemoryEvent, ScoredEvent, Turn, utcnow
 from memory.implications import ImpliedConcerns
 from memory.protocols import Embedder
-from memory.retrieval import fact_key, score, should_forget
+from memory.queries import nearest_events, ranked
+from memory.retrieval import fact_key, should_forget
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,12 @@ class ChromaMemoryStore:
         return await asyncio.to_thread(
             self.list_sync, player_id=player_id, npc_id=npc_id, include_superseded=include_superseded
         )
+
+    async def related(
+        self, texts: Sequence[str], *, player_id: str, npc_id: str, k: int = 4
+    ) -> list[MemoryEvent]:
+        """The events nearest to any of `texts` (superseded ones too, with what replaced them)."""
+        return await asyncio.to_thread(self.related_sync, texts, player_id=player_id, npc_id=npc_id, k=k)
 
     async def retract(self, writes: Sequence[MemoryWrite], *, player_id: str, npc_id: str) -> int:
         """Deletes the events `writes` created; returns how many."""
@@ -243,26 +249,27 @@ class ChromaMemoryStore:
         now: datetime | None = None,
     ) -> list[ScoredEvent]:
         """The store's query alone, for a query already embedded (the benchmark times this)."""
-        now = now or utcnow()
-        queries = [query_vector, *self._concerns.near(query_vector)]
-        result = collection.query(
-            query_embeddings=np.stack(queries),
-            n_results=k * self.config.candidates_per_result,
-            include=["metadatas", "distances"],
+        return ranked(
+            collection,
+            np.stack([query_vector, *self._concerns.near(query_vector)]),
+            k=k,
+            candidates=k * self.config.candidates_per_result,
+            include_superseded=include_superseded,
+            now=now or utcnow(),
+            weights=self.config.weights,
         )
-        best: dict[str, tuple[float, dict]] = {}
-        for ids, distances, metadatas in zip(
-            result["ids"], result["distances"], result["metadatas"], strict=True
-        ):
-            for event_id, distance, metadata in zip(ids, distances, metadatas, strict=True):
-                if not (include_superseded or metadata["active"]):
-                    continue
-                relevance = 1.0 - distance  # cosine space: distance = 1 - cosine similarity
-                if event_id not in best or relevance > best[event_id][0]:
-                    best[event_id] = (relevance, metadata)
-        scored = [score(event_of(meta), rel, now, self.config.weights) for rel, meta in best.values()]
-        scored.sort(key=lambda s: s.score, reverse=True)
-        return scored[:k]
+
+    def related_sync(
+        self, texts: Sequence[str], *, player_id: str, npc_id: str, k: int = 4
+    ) -> list[MemoryEvent]:
+        texts = [t for t in texts if t.strip()]
+        if not texts or k < 1 or self._collection(player_id, npc_id, create=False) is None:
+            return []
+        vectors = np.asarray(self.embedder.embed(texts), dtype=np.float32)
+        found = self._on_collection(
+            player_id, npc_id, lambda c: nearest_events(c, vectors, k=k), create=False
+        )
+        return found or []
 
     def list_sync(
         self, *, player_id: str, npc_id: str | None = None, include_superseded: bool = True
@@ -325,30 +332,16 @@ class ChromaMemoryStore:
 
     def _collection(self, player_id: str, npc_id: str, *, create: bool):
         """The only way to a player's events with one NPC; None when there are none and create is False."""
-        from chromadb.errors import NotFoundError
-
         if not player_id or not npc_id:
             raise ValueError(
                 "player_id and npc_id must be non-empty; every memory belongs to a player and an NPC."
             )
         cached = self._collections.get((player_id, npc_id))
-        if cached is not None:
-            return cached
-        name = collection_name(player_id, npc_id)
-        try:
-            if create:
-                metadata = COLLECTION_METADATA | {"player_id": player_id, "npc_id": npc_id}
-                collection = self.client.get_or_create_collection(
-                    name, metadata=metadata, embedding_function=None
-                )
-            else:
-                collection = self.client.get_collection(name, embedding_function=None)
-        except NotFoundError:
-            return None
-        except Exception as e:
-            raise StoreUnavailableError(f"the Chroma store failed: {type(e).__name__}: {e}") from e
-        self._collections[(player_id, npc_id)] = collection
-        return collection
+        if cached is None:
+            cached = open_collection(self.client, player_id, npc_id, create=create)
+            if cached is not None:
+                self._collections[(player_id, npc_id)] = cached
+        return cached
 
     def _on_collection(self, player_id: str, npc_id: str, use, *, create: bool):
         """`use(collection)`; None when there is no collection (and create is False).

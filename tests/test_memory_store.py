@@ -58,6 +58,26 @@ def test_isolation_between_players_with_overlapping_content(embedded_store):
     assert run(embedded_store.search("asthma", player_id="carol", npc_id="mira")) == []
 
 
+def test_related_finds_the_facts_near_a_text_with_superseded_ones_and_their_replacements(embedded_store):
+    """What the post-check reads instead of the whole collection (issue 15)."""
+    store = embedded_store
+    store.add_sync([draft("personal_info", "The player lives in Paris.", 6, slot="home")], player_id="alice",
+                   npc_id="mira", turns=[turn("a1", days_ago=9)])  # fmt: skip
+    store.add_sync([draft("personal_info", "The player lives in Berlin.", 6, slot="home")], player_id="alice",
+                   npc_id="mira", turns=[turn("a2", days_ago=1)])  # fmt: skip
+    store.add_sync([draft("preference", "The player loves fishing.")], player_id="alice", npc_id="mira",
+                   turns=[turn("a3")])  # fmt: skip
+    store.add_sync([draft("health", "The player is allergic to Paris pollen.")], player_id="bob", npc_id="mira",
+                   turns=[turn("b1")])  # fmt: skip
+    found = run(store.related(["How is life in Paris?"], player_id="alice", npc_id="mira", k=1))
+    by_content = {e.content: e for e in found}
+    paris = by_content["The player lives in Paris."]
+    assert not paris.active and by_content["The player lives in Berlin."].id == paris.superseded_by
+    assert {e.player_id for e in found} == {"alice"}  # never another player's facts
+    assert run(store.related(["fishing"], player_id="carol", npc_id="mira")) == []
+    assert run(store.related([], player_id="alice", npc_id="mira")) == []
+
+
 def test_npcs_are_separate_within_a_player(embedded_store):
     run(
         embedded_store.add(

@@ -286,3 +286,50 @@ def test_a_write_that_lost_a_race_with_a_hard_delete_is_taken_back(parts, minilm
     writes = asyncio.run(write_unless_erased(summarizer, store, erasures, turns, "p1", "mira", "Mira"))
     assert writes == []
     assert asyncio.run(store.list(player_id="p1")) == []  # the delete won, though it landed mid-write
+
+
+FACTS = [
+    "I have a dog named Rex.",
+    "I work as a blacksmith.",
+    "I'm allergic to peanuts.",
+    "My sister lives in Lisbon.",
+    "I love fishing on the lake.",
+    "I broke my wrist last month.",
+    "My favourite colour is green.",
+    "I'm saving up for a boat.",
+]
+
+
+def _checked(parts, draft, line="What's cooking tonight?"):
+    """The post-check of `draft`, a reply to `line` that recalls nothing of FACTS."""
+    result = _turn(_pipeline(FakeScriptedGenerator(draft, draft), parts), line)[-1].result
+    return {f.kind for f in result.checks[0].flags}, result
+
+
+def test_the_post_check_knows_true_facts_nobody_recalled_without_reading_every_memory(parts, monkeypatch):
+    """Issue 15: the post-check read the player's whole collection each turn. It now looks up the
+    facts nearest to the draft's claims: a true claim about an unrecalled fact still passes,
+    an invented one is still caught, and the turn never lists the collection."""
+    store = parts[0]
+    for i, fact in enumerate(FACTS):
+        _seed(store, fact, days_ago=10 - i)
+
+    def no_full_read(**_):
+        raise AssertionError("a turn read the whole collection")
+
+    monkeypatch.setattr(store, "list", no_full_read)
+    kinds, result = _checked(parts, "Stew tonight, love. You told me about your dog Rex, how is he?")
+    assert not any("Rex" in m.content for m in result.decision.recall)  # nothing recalled it
+    assert "invented_memory" not in kinds
+    kinds, _ = _checked(parts, "Stew tonight, love. You told me you sailed to the far islands as a boy.")
+    assert "invented_memory" in kinds
+
+
+def test_the_post_check_still_catches_a_superseded_fact_it_was_not_given(parts):
+    store = parts[0]
+    _seed(store, "I live in Paris.", days_ago=20)
+    _seed(store, "I moved to Berlin.", days_ago=2)
+    superseded = [e for e in store.list_sync(player_id="p1", npc_id="mira") if not e.active]
+    assert superseded, "the fixture needs a superseded fact"
+    kinds, _ = _checked(parts, "Stew tonight, love. How is life in Paris these days?")
+    assert "contradicts_memory" in kinds

@@ -41,6 +41,16 @@ _STOP = frozenset(
 )
 
 
+def _claims(draft: str) -> list[str]:
+    """What the draft says the player told (after "you told me", "I remember you ..."), two words or more."""
+    claims = [m.group("claim").strip(" ,") for m in MEMORY_CLAIM.finditer(draft)]
+    return [c for c in claims if len(c.split()) >= 2]
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
+
+
 def content_words(text: str) -> set[str]:
     """Lower-cased words of four letters or more, cut to five letters (a crude stem)."""
     return {w[:5] for w in re.findall(r"[a-z']+", text.lower()) if len(w) >= 4 and w not in _STOP}
@@ -69,6 +79,15 @@ class PostChecker:
         self.claim_similarity = claim_similarity
         self.recall_similarity = recall_similarity
 
+    def memory_queries(self, draft: str) -> list[str]:
+        """What to look up in memory before checking `draft`: its memory claims and sentences.
+
+        The memory checks compare each claim and sentence with the stored facts nearest to
+        it, so the facts found for these texts (plus what was recalled) are all they need:
+        the turn does not read the player's whole collection.
+        """
+        return _claims(draft) + _sentences(draft) or [draft]
+
     def check(
         self,
         draft: str,
@@ -82,7 +101,8 @@ class PostChecker:
         Args:
             draft: the reply to check.
             decision: what reflection decided before the reply.
-            known: the player's stored events (active and superseded).
+            known: the player's stored events near the draft (active and superseded, with what
+                replaced them: `MemoryStore.related(memory_queries(draft))`) and the recalled ones.
             player_lines: what the player said in this conversation (not yet summarized).
         """
         flags: list[Flag] = []
@@ -100,8 +120,7 @@ class PostChecker:
         return PostCheck(flags=flags)
 
     def _invented(self, draft: str, known: Sequence[MemoryEvent], player_lines: Sequence[str]) -> list[Flag]:
-        claims = [m.group("claim").strip(" ,") for m in MEMORY_CLAIM.finditer(draft)]
-        claims = [c for c in claims if len(c.split()) >= 2]
+        claims = _claims(draft)
         if not claims:
             return []
         sources = [fact_key(e.content) for e in known if e.active] + list(player_lines)
@@ -133,7 +152,7 @@ class PostChecker:
                     )
                 )
         active = [e for e in known if e.active]
-        sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft) if len(s.split()) >= 3]
+        sentences = _sentences(draft)
         if active and sentences:
             sims = (
                 np.asarray(self.embedder.embed(sentences), dtype=np.float32)

@@ -103,6 +103,10 @@ class Reflector:
             reasons=reasons,
         )
 
+    def memory_queries(self, draft: str) -> list[str]:
+        """The texts whose nearest stored facts `after` needs (see `PostChecker.memory_queries`)."""
+        return self.post.memory_queries(draft)
+
     def after(
         self,
         draft: str,
