@@ -59,6 +59,12 @@ class Turn(BaseModel):
     at: datetime = Field(default_factory=utcnow)
     game_time: str | None = Field(default=None, max_length=64)
 
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime) -> datetime:
+        """A time without a zone is read as UTC (events compare times with the clock's, which has one)."""
+        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
 
 class EventDraft(BaseModel):
     """What a summarizer extracts: the fact, before it is tied to a player and stored."""
@@ -139,6 +145,7 @@ class ScoreParts(BaseModel):
     relevance: float
     recency: float
     importance: float
+    keyword: float = 0.0
 
 
 class ScoredEvent(BaseModel):

@@ -31,12 +31,15 @@ def recency(event: MemoryEvent, now: datetime, decay_per_hour: float) -> float:
     return decay_per_hour ** hours_between(event.updated_at, now)
 
 
-def score(event: MemoryEvent, relevance: float, now: datetime, weights: RetrievalWeights) -> ScoredEvent:
+def score(
+    event: MemoryEvent, relevance: float, now: datetime, weights: RetrievalWeights, keyword: float = 0.0
+) -> ScoredEvent:
     """The weighted retrieval score of `event` and its parts.
 
     Args:
         event: the candidate.
         relevance: cosine similarity to the query (or what it implies), clipped to [0, 1].
+        keyword: the event's BM25 score for the query over the best one, in [0, 1].
         now: the time of the query.
         weights: part weights.
     """
@@ -44,11 +47,13 @@ def score(event: MemoryEvent, relevance: float, now: datetime, weights: Retrieva
         relevance=min(max(relevance, 0.0), 1.0),
         recency=recency(event, now, weights.recency_decay_per_hour),
         importance=event.importance / 10.0,
+        keyword=min(max(keyword, 0.0), 1.0),
     )
     total = (
         weights.relevance * parts.relevance
         + weights.recency * parts.recency
         + weights.importance * parts.importance
+        + weights.keyword * parts.keyword
     )
     return ScoredEvent(event=event, score=total, parts=parts)
 

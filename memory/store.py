@@ -44,7 +44,7 @@ from memory.errors import StoreUnavailableError
 from memory.events import EventDraft, MemoryEvent, ScoredEvent, Turn, utcnow
 from memory.implications import ImpliedConcerns
 from memory.protocols import Embedder
-from memory.queries import nearest_events, ranked
+from memory.queries import KeywordIndexes, nearest_events, ranked
 from memory.retrieval import fact_key, should_forget
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ class ChromaMemoryStore:
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
         self._concerns = ImpliedConcerns(embedder, self.config.implication_threshold)
+        self._keywords = KeywordIndexes()
 
     # ---- construction -----------------------------------------------------------------
 
@@ -233,7 +234,7 @@ class ChromaMemoryStore:
             player_id,
             npc_id,
             lambda c: self.search_by_vector(
-                c, query_vector, k=k, include_superseded=include_superseded, now=now
+                c, query_vector, k=k, include_superseded=include_superseded, now=now, query_text=query
             ),
             create=False,
         )
@@ -247,16 +248,25 @@ class ChromaMemoryStore:
         k: int,
         include_superseded: bool = False,
         now: datetime | None = None,
+        query_text: str | None = None,
     ) -> list[ScoredEvent]:
-        """The store's query alone, for a query already embedded (the benchmark times this)."""
+        """The store's query alone, for a query already embedded (the benchmark times this);
+        with `query_text`, events sharing its rarer words are candidates too (hybrid search)."""
+        candidates = k * self.config.candidates_per_result
+        keyword = (
+            self._keywords.top(collection, query_text, candidates)
+            if query_text and self.config.weights.keyword > 0
+            else None
+        )
         return ranked(
             collection,
             np.stack([query_vector, *self._concerns.near(query_vector)]),
             k=k,
-            candidates=k * self.config.candidates_per_result,
+            candidates=candidates,
             include_superseded=include_superseded,
             now=now or utcnow(),
             weights=self.config.weights,
+            keyword=keyword,
         )
 
     def related_sync(
@@ -289,6 +299,7 @@ class ChromaMemoryStore:
                 return 0
             events = events_in(collections, include_superseded=True)
             segments = segment_dirs(self.sqlite_path, collections)
+            self._keywords.forget(c.id for c in collections)  # their words, held in memory
             for collection in collections:
                 self.client.delete_collection(collection.name)
                 self._collections = {

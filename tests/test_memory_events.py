@@ -52,3 +52,13 @@ def test_event_invariants():
             id="e1", type="plan", content="The player plans a trip.", importance=5, player_id="p", npc_id="n",
             superseded_by="e1",
         )  # fmt: skip
+
+
+def test_a_turn_time_without_a_zone_is_read_as_utc():
+    """A naive time (a game's clock, a dataset's dates) broke recency scoring at search time."""
+    from datetime import UTC, datetime
+
+    from memory.events import Turn
+
+    turn = Turn(role="player", text="hi", at=datetime(2023, 5, 8, 13, 56))
+    assert turn.at == datetime(2023, 5, 8, 13, 56, tzinfo=UTC)

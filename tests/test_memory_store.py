@@ -382,7 +382,10 @@ def test_scores_are_the_weighted_sum_of_their_parts(tmp_path, minilm):
     [hit] = run(store.search("exam", player_id="p", npc_id="n"))
     p = hit.parts
     assert 0 < p.relevance <= 1 and 0 < p.recency < 1 and p.importance == 0.7
-    assert hit.score == pytest.approx(2.0 * p.relevance + 0.25 * p.recency + 1.0 * p.importance)
+    assert p.keyword == 1.0  # "exam" is its only keyword hit, so the best one
+    assert hit.score == pytest.approx(
+        2.0 * p.relevance + 0.25 * p.recency + 1.0 * p.importance + 0.5 * p.keyword
+    )
     assert p.recency == pytest.approx(0.995**24, rel=1e-3)
 
 

@@ -1,0 +1,256 @@
+"""LoCoMo retrieval benchmark: does the memory layer find what long conversations said?
+
+    .venv/bin/python benchmarks/bench_locomo.py                          # the development half (~5 min)
+    .venv/bin/python benchmarks/bench_locomo.py --conversations 1 --baselines
+
+Reads ../shared/data/locomo/locomo-dev.json (LoCoMo, Maharana et al. 2024, CC BY-NC 4.0;
+read its README; never copied into this repository). Each conversation is ingested through
+the memory writer the server uses (`InProcessMemoryWriter`: the fast summarizer, then the
+Chroma store with consolidation): each speaker is the player of their own collection, the
+conversation is the NPC, one turn at a time, each turn dated by its session. Then every
+question of categories 1-4 searches the collections of the speakers it names (both when it
+names none), 10 events each, merged by score, best 10 kept.
+
+Prints, per category: evidence recall@10 (the share of a question's evidence turns that are a
+source of a retrieved event), then retrieved tokens per question (default model's
+tokenizer), events stored per turn, ingest turns/s and search p50/p95. `--baselines` adds
+the same figures for the raw turns searched by BM25 and by MiniLM cosine (no memory layer).
+Answering the questions with a language model and scoring the answers is not done here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "locomo" / "locomo-dev.json"
+CATEGORIES = {4: "single-hop", 2: "temporal", 1: "multi-hop", 3: "open-domain"}
+EVIDENCE = re.compile(r"D:?(\d+):0*(\d+)")
+K = 10
+
+
+@dataclass
+class Conversation:
+    sample_id: str
+    speakers: tuple[str, str]
+    turns: list[dict]  # speaker, id ("D3:12"), text, at
+    questions: list[dict] = field(default_factory=list)
+
+
+def load(path: Path, limit: int | None) -> list[Conversation]:
+    if not path.is_file():
+        raise SystemExit(f"LoCoMo is not at {path}; see ../shared/data/locomo/README.md (not shipped here).")
+    conversations = []
+    for raw in json.loads(path.read_text(encoding="utf-8"))[:limit]:
+        body = raw["conversation"]
+        turns = []
+        for n in sorted(int(k.split("_")[1]) for k in body if re.fullmatch(r"session_\d+", k)):
+            at = datetime.strptime(body[f"session_{n}_date_time"], "%I:%M %p on %d %B, %Y")
+            turns += [
+                {"speaker": t["speaker"], "id": t["dia_id"], "text": t["text"], "at": at}
+                for t in body[f"session_{n}"]
+            ]
+        questions = [q for q in raw["qa"] if q.get("category") in CATEGORIES]
+        conversations.append(
+            Conversation(raw["sample_id"], (body["speaker_a"], body["speaker_b"]), turns, questions)
+        )
+    return conversations
+
+
+def evidence_ids(question: dict) -> set[str]:
+    return {
+        f"D{a}:{b}"
+        for a, b in (
+            EVIDENCE.match(e.strip()).groups() for e in question["evidence"] if EVIDENCE.match(e.strip())
+        )
+    }
+
+
+def speakers_named(question: str, speakers: tuple[str, str]) -> tuple[str, ...]:
+    named = tuple(s for s in speakers if re.search(rf"\b{re.escape(s)}\b", question, re.IGNORECASE))
+    return named or speakers
+
+
+def player_of(conversation: Conversation, speaker: str) -> str:
+    return f"{conversation.sample_id}-{speaker}".lower()
+
+
+async def ingest(conversations: list[Conversation], store, summarizer) -> tuple[float, int]:
+    """Every turn through the server's in-process memory writer; (seconds, turns)."""
+    from companion.memory_writer import InProcessMemoryWriter
+    from memory.events import Turn
+
+    writer = InProcessMemoryWriter(summarizer, store)
+    started, n = time.perf_counter(), 0
+    for conversation in conversations:
+        for t in conversation.turns:
+            turn = Turn(id=t["id"], role="player", text=t["text"], at=t["at"])
+            await writer.submit(
+                [turn], player_id=player_of(conversation, t["speaker"]), npc_id=conversation.sample_id
+            )
+            n += 1
+        await writer.drain()
+    await writer.close()
+    return time.perf_counter() - started, n
+
+
+def search_memory(store, conversation: Conversation, question: str) -> list[tuple[set[str], str]]:
+    """(source turn ids, text) of the best K events over the named speakers' collections."""
+    found = []
+    for speaker in speakers_named(question, conversation.speakers):
+        found += store.search_sync(
+            question, player_id=player_of(conversation, speaker), npc_id=conversation.sample_id, k=K
+        )
+    found.sort(key=lambda s: s.score, reverse=True)
+    return [(set(s.event.source_turn_ids), s.event.content) for s in found[:K]]
+
+
+class RawTurns:
+    """Baselines without the memory layer: the raw turns of a conversation, BM25 or cosine."""
+
+    def __init__(self, conversation: Conversation, embedder):
+        from memory.keyword_index import KeywordIndex
+
+        self.turns = conversation.turns
+        self.index = KeywordIndex([t["text"] for t in self.turns])
+        self.vectors = np.asarray(embedder.embed([t["text"] for t in self.turns]), dtype=np.float32)
+        self.embedder = embedder
+
+    def bm25(self, question: str) -> list[tuple[set[str], str]]:
+        return self._top(self.index.scores(question))
+
+    def cosine(self, question: str) -> list[tuple[set[str], str]]:
+        return self._top(self.vectors @ np.asarray(self.embedder.embed([question])[0], dtype=np.float32))
+
+    def _top(self, scores: np.ndarray) -> list[tuple[set[str], str]]:
+        return [({self.turns[i]["id"]}, self.turns[i]["text"]) for i in np.argsort(-scores)[:K]]
+
+
+def evidence_with_an_event(conversations: list[Conversation], store) -> float:
+    """The share of evidence turns that produced at least one stored event."""
+    wanted, found = 0, 0
+    for c in conversations:
+        sources = {
+            (c.sample_id, turn_id)
+            for s in c.speakers
+            for e in store.list_sync(player_id=player_of(c, s), npc_id=c.sample_id)
+            for turn_id in e.source_turn_ids
+        }
+        evidence = {(c.sample_id, turn_id) for q in c.questions for turn_id in evidence_ids(q)}
+        wanted, found = wanted + len(evidence), found + len(evidence & sources)
+    return found / max(wanted, 1)
+
+
+def evaluate(conversations, search, count_tokens) -> dict:
+    recall, tokens, seconds = defaultdict(list), [], []
+    for conversation in conversations:
+        for q in conversation.questions:
+            wanted = evidence_ids(q)
+            started = time.perf_counter()
+            found = search(conversation, q["question"])
+            seconds.append(time.perf_counter() - started)
+            if not wanted:
+                continue
+            sources = set().union(*(ids for ids, _ in found)) if found else set()
+            recall[q["category"]].append(len(wanted & sources) / len(wanted))
+            tokens.append(sum(count_tokens(text) for _, text in found))
+    return {
+        "recall": {c: (float(np.mean(recall[c])), len(recall[c])) for c in CATEGORIES},
+        "tokens": float(np.mean(tokens)),
+        "p50_ms": 1000 * float(np.percentile(seconds, 50)),
+        "p95_ms": 1000 * float(np.percentile(seconds, 95)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--conversations", type=int, default=None, help="the first N (default: all 5)")
+    parser.add_argument("--baselines", action="store_true", help="also raw turns by BM25 and by cosine")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    from transformers import AutoTokenizer
+
+    from companion.backbone.provision import prepare_default_model
+    from memory.config import MemoryConfig, RetrievalWeights
+    from memory.embedding import MiniLMEmbedder
+    from memory.fast_summarizer import FastSummarizer
+    from memory.store import ChromaMemoryStore
+
+    conversations = load(args.data, args.conversations)
+    tokenizer = AutoTokenizer.from_pretrained(prepare_default_model().dense_dir, local_files_only=True)
+    count_tokens = lambda text: len(tokenizer(text, add_special_tokens=False).input_ids)  # noqa: E731
+    embedder = MiniLMEmbedder()
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        store = ChromaMemoryStore.embedded(scratch, embedder)
+        seconds, n_turns = asyncio.run(ingest(conversations, store, FastSummarizer(embedder)))
+        n_events = sum(
+            store.count(player_id=player_of(c, s), npc_id=c.sample_id)
+            for c in conversations
+            for s in c.speakers
+        )
+        dense_only = ChromaMemoryStore(
+            store.client, embedder, MemoryConfig(weights=RetrievalWeights(keyword=0.0))
+        )
+        rows["Companion"] = evaluate(conversations, lambda c, q: search_memory(store, c, q), count_tokens)
+        rows["Companion, no keyword search"] = evaluate(
+            conversations, lambda c, q: search_memory(dense_only, c, q), count_tokens
+        )
+        coverage = evidence_with_an_event(conversations, store)
+    if args.baselines:
+        raw = {c.sample_id: RawTurns(c, embedder) for c in conversations}
+        rows["raw turns, BM25"] = evaluate(conversations, lambda c, q: raw[c.sample_id].bm25(q), count_tokens)
+        rows["raw turns, MiniLM cosine"] = evaluate(
+            conversations, lambda c, q: raw[c.sample_id].cosine(q), count_tokens
+        )
+    n_questions = sum(len(c.questions) for c in conversations)
+    print(
+        f"\nLoCoMo development half: {len(conversations)} conversations, {n_turns} turns, {n_questions} questions (categories 1-4)"
+    )
+    print(
+        f"ingest: {n_turns / seconds:.1f} turns/s; {n_events} events stored ({n_events / n_turns:.2f} per turn)"
+    )
+    print(f"evidence turns that are the source of any stored event: {coverage:.2f} (the ceiling of recall)\n")
+    print("| evidence recall@10 | " + " | ".join(rows) + " |")
+    print("|---|" + "---|" * len(rows))
+    for c, name in CATEGORIES.items():
+        n = next(iter(rows.values()))["recall"][c][1]
+        print(f"| {c} {name} ({n}) | " + " | ".join(f"{r['recall'][c][0]:.3f}" for r in rows.values()) + " |")
+    print("| retrieved tokens / question | " + " | ".join(f"{r['tokens']:.0f}" for r in rows.values()) + " |")
+    print(
+        "| search p50 / p95 ms | "
+        + " | ".join(f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}" for r in rows.values())
+        + " |"
+    )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "turns": n_turns,
+                    "events": n_events,
+                    "ingest_s": seconds,
+                    "coverage": coverage,
+                    "rows": rows,
+                },
+                indent=2,
+                default=str,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()

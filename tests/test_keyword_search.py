@@ -1,0 +1,77 @@
+"""Keyword search beside the vector search: BM25 over a player's facts (issue 13, retrieval)."""
+
+import hashlib
+
+import numpy as np
+
+from memory.config import MemoryConfig, RetrievalWeights
+from memory.events import EventDraft
+from memory.keyword_index import KeywordIndex, terms
+from memory.store import ChromaMemoryStore
+
+
+class FakeMeaninglessEmbedder:
+    """Unrelated random unit vectors for every text: the vector search finds nothing on purpose."""
+
+    dimension = 128
+
+    def embed(self, texts):
+        out = []
+        for text in texts:
+            seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "little")
+            vector = np.random.default_rng(seed).standard_normal(self.dimension)
+            out.append((vector / np.linalg.norm(vector)).tolist())
+        return out
+
+
+def test_bm25_prefers_the_rare_shared_word_and_stems_word_forms():
+    index = KeywordIndex(
+        [
+            "The player went hiking with friends.",
+            "The player loves friends and food.",
+            "The player has asthma.",
+        ]
+    )
+    assert [i for i, _ in index.top("Did my friends like the hike?", 3)] == [0, 1]
+    assert index.top("asthma", 3)[0][0] == 2
+    assert index.top("quantum chromodynamics", 3) == []
+    assert terms("Paintings she painted") == ["paint", "paint"] == terms("painting, paint")
+
+
+def test_a_fact_the_vector_search_misses_is_found_by_its_words(tmp_path):
+    store = ChromaMemoryStore.embedded(
+        tmp_path, FakeMeaninglessEmbedder(), MemoryConfig(candidates_per_result=1)
+    )
+    facts = [f"The player owns {n} goats and a red barn number {n}." for n in range(30)]
+    facts.append("The player's cousin Bartholomew lives by the sea.")
+    store.add_sync(
+        [EventDraft(type="relationship", content=f, importance=5) for f in facts], player_id="p", npc_id="m"
+    )
+    blind = ChromaMemoryStore(
+        store.client,
+        store.embedder,
+        MemoryConfig(candidates_per_result=1, weights=RetrievalWeights(keyword=0)),
+    )
+    query = "Any word from Bartholomew?"
+    assert "Bartholomew" not in blind.search_sync(query, player_id="p", npc_id="m", k=1)[0].event.content
+    found = store.search_sync(query, player_id="p", npc_id="m", k=1)[0]
+    assert "Bartholomew" in found.event.content and found.parts.keyword == 1.0
+
+
+def test_the_keyword_index_follows_writes_and_forgets_a_deleted_player(tmp_path):
+    store = ChromaMemoryStore.embedded(
+        tmp_path, FakeMeaninglessEmbedder(), MemoryConfig(candidates_per_result=1)
+    )
+    store.add_sync([EventDraft(type="preference", content="The player loves herring.", importance=5)],
+                   player_id="p", npc_id="m")  # fmt: skip
+    assert store.search_sync("herring", player_id="p", npc_id="m", k=1)[0].parts.keyword == 1.0
+    store.add_sync(
+        [EventDraft(type="health", content="The player has gout.", importance=5)], player_id="p", npc_id="m"
+    )
+    assert (
+        "gout" in store.search_sync("gout again", player_id="p", npc_id="m", k=1)[0].event.content
+    )  # rebuilt
+    held = len(store._keywords._indexes)
+    store.delete_sync(player_id="p")
+    assert held == 1 and len(store._keywords._indexes) == 0  # the deleted player's words are not held
+    assert store.search_sync("gout", player_id="p", npc_id="m") == []
