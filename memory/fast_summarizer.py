@@ -47,24 +47,39 @@ class FastSummarizer:
     Args:
         embedder: the same sentence embedder the weights were trained with.
         weights_path: an .npz with `weight` (n_labels, dim), `bias` (n_labels,), `labels`.
-        min_confidence: below this probability a sentence is treated as chit-chat.
+        none_threshold: a sentence whose probability of being chit-chat ("none") is this or
+            more gives no event. The decision is "is it a fact?" (P(none) against the rest
+            together), then "which type?": a sentence split 44% life_event, 30% plan, 20%
+            emotion, 6% none is a fact. Picking the top type only when it alone passed a bar
+            (before) dropped a fifth of the facts in LoCoMo conversations.
     """
 
-    def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, min_confidence: float = 0.45):
+    def __init__(self, embedder: Embedder, *, weights_path: Path | None = None, none_threshold: float = 0.5):
         self.classifier = EmbeddingClassifier(
             embedder,
             weights_path or WEIGHTS_PATH,
             retrain_hint="python -m training.classifiers.fast_summarizer",
         )
         self.embedder = embedder
-        self.min_confidence = min_confidence
+        self.none_threshold = none_threshold
 
     def classify(self, sentences: Sequence[str]) -> list[tuple[str, float]]:
-        """(label, probability) per sentence; label is an event type, or "none" below `min_confidence`."""
-        return [
-            (label if p >= self.min_confidence else NONE, p)
-            for label, p in self.classifier.classify(sentences)
-        ]
+        """(label, probability) per sentence: the likeliest event type and its probability when
+        P(none) < `none_threshold`, else ("none", P(none))."""
+        if not sentences:
+            return []
+        probabilities = self.classifier.probabilities(sentences)
+        none = self.classifier.labels.index(NONE)
+        out = []
+        for row in probabilities:
+            if row[none] >= self.none_threshold:
+                out.append((NONE, float(row[none])))
+                continue
+            types = row.copy()
+            types[none] = -1.0
+            best = int(types.argmax())
+            out.append((self.classifier.labels[best], float(row[best])))
+        return out
 
     async def summarize(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
         """Drafts from the player's sentences in `turns`; NPC lines and chit-chat give none."""

@@ -39,6 +39,18 @@ def test_fast_summarizer_macro_f1_on_the_dev_set(minilm):
     assert report["macro_f1"]["f1"] >= 0.80, {k: round(v["f1"], 2) for k, v in report.items()}
 
 
+def test_a_fact_is_kept_when_no_single_type_is_sure_of_it(minilm):
+    """The decision is "fact or chit-chat?" first: lines split between several event types were
+    dropped as chit-chat (122 of the 139 dev-set facts gave an event; 137 now), while chit-chat
+    stays out (0 of 24 before, 1 now)."""
+    summarizer = FastSummarizer(minilm)
+    facts = [row["text"] for row in DEV if row["label"] != NONE]
+    chat = [row["text"] for row in DEV if row["label"] == NONE]
+    kept = sum(bool(summarizer.summarize_sync([Turn(role="player", text=t)])) for t in facts)
+    stored_chat = sum(bool(summarizer.summarize_sync([Turn(role="player", text=t)])) for t in chat)
+    assert kept >= 0.95 * len(facts) and stored_chat <= 0.1 * len(chat), (kept, stored_chat)
+
+
 def test_chit_chat_gives_no_events(minilm):
     summarizer = FastSummarizer(minilm)
     for text in (
