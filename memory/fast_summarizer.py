@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from memory.classifier import EmbeddingClassifier
+from memory.dates import resolve_relative_dates
 from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
 from memory.protocols import Embedder
 from memory.rewrite import detect_slot, to_third_person
@@ -86,11 +87,11 @@ class FastSummarizer:
         return self.summarize_sync(turns, npc_name=npc_name)
 
     def summarize_sync(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
-        sentences = [s for t in turns if t.role == "player" for s in split_sentences(t.text)]
+        said = [(s, t.at) for t in turns if t.role == "player" for s in split_sentences(t.text)]
         # A fact about the player is said about the player: no first person, no fact.
-        candidates = [s for s in sentences if _FIRST_PERSON.search(s) or s.lower().startswith("remember")]
+        said = [(s, at) for s, at in said if _FIRST_PERSON.search(s) or s.lower().startswith("remember")]
         drafts = []
-        for sentence, (label, _) in zip(candidates, self.classify(candidates), strict=True):
+        for (sentence, at), (label, _) in zip(said, self.classify([s for s, _ in said]), strict=True):
             if label == NONE or sentence.endswith("?") and label != EventType.SHARED_HISTORY:
                 continue
             event_type = EventType(label)
@@ -98,7 +99,7 @@ class FastSummarizer:
             drafts.append(
                 EventDraft(
                     type=event_type,
-                    content=to_third_person(sentence, npc_name),
+                    content=resolve_relative_dates(to_third_person(sentence, npc_name), at),
                     importance=importance,
                     slot=detect_slot(label, sentence),
                 )

@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from memory.dates import resolve_relative_dates
 from memory.events import DEFAULT_IMPORTANCE, EVENT_TYPES, EventDraft, EventType, Turn
 from memory.protocols import TextGenerator
 
@@ -134,4 +135,8 @@ class GenerativeSummarizer:
         if value is None:
             log.info("generative summarizer produced no JSON: %r", raw[:200])
             return []
-        return drafts_from_json(value)
+        said_at = max(t.at for t in turns)  # relative dates in the facts mean days around the last turn
+        return [
+            d.model_copy(update={"content": resolve_relative_dates(d.content, said_at)})
+            for d in drafts_from_json(value)
+        ]
