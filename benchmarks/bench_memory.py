@@ -167,6 +167,7 @@ def bench_search(embedder, texts, vectors, sizes: list[int], n_queries: int) -> 
     import chromadb
 
     from memory.chroma_layout import chroma_settings, raise_open_file_limit
+    from memory.config import MemoryConfig, RetrievalWeights
     from memory.embedding import MiniLMEmbedder
     from memory.store import ChromaMemoryStore
 
@@ -187,16 +188,26 @@ def bench_search(embedder, texts, vectors, sizes: list[int], n_queries: int) -> 
     )
     ours_cold = "Companion, player's first query (cold)"
     ours_raw = "per player-NPC collection (Companion): query"
-    ours_full = "per player-NPC collection: store search*"
+    ours_full = "per player-NPC collection: store search*, vector only"
+    hybrid_first = "store search*, hybrid, first (builds BM25 index)"
+    hybrid_warm = "store search*, hybrid (vector + BM25)"
     naive_name = "one collection + player/NPC filter (naive)"
     with tempfile.TemporaryDirectory() as tmp:
         raise_open_file_limit()
         client = chromadb.PersistentClient(path=tmp, settings=chroma_settings())
         store = ChromaMemoryStore(client, embedder)
+        vector_only = ChromaMemoryStore(client, embedder, MemoryConfig(weights=RetrievalWeights(keyword=0.0)))
         print(f"\nsearch latency, {N_PLAYERS} players x {len(NPCS)} NPCs, k=5, {n_queries} queries (ms)")
         for n_events in sizes:
             collections, naive = build_layouts(client, texts, vectors, n_events, rng)
-            timings: dict[str, list[float]] = {ours_cold: [], ours_raw: [], naive_name: [], ours_full: []}
+            timings: dict[str, list[float]] = {
+                ours_cold: [],
+                ours_raw: [],
+                naive_name: [],
+                ours_full: [],
+                hybrid_first: [],
+                hybrid_warm: [],
+            }
             targets = [(int(p), NPCS[int(p) % 2]) for p in rng.choice(N_PLAYERS, n_queries, replace=False)]
             for qv, (p, npc) in zip(query_vectors, targets, strict=True):  # each player's first query
                 t0 = time.perf_counter()
@@ -217,8 +228,13 @@ def bench_search(embedder, texts, vectors, sizes: list[int], n_queries: int) -> 
                 timings[naive_name].append(1000 * (t2 - t1))
             for qv, (p, npc) in zip(query_vectors, targets, strict=True):
                 t0 = time.perf_counter()
-                store.search_by_vector(collections[(p, npc)], qv, k=5)
+                vector_only.search_by_vector(collections[(p, npc)], qv, k=5)
                 timings[ours_full].append(1000 * (time.perf_counter() - t0))
+            for name in (hybrid_first, hybrid_warm):
+                for q, qv, (p, npc) in zip(queries, query_vectors, targets, strict=True):
+                    t0 = time.perf_counter()
+                    store.search_by_vector(collections[(p, npc)], qv, k=5, query_text=q)
+                    timings[name].append(1000 * (time.perf_counter() - t0))
             print(f"  {'events':>7s}  {'layout':46s} {'p50':>6s} {'p95':>6s}")
             for name, values in timings.items():
                 print(f"  {n_events:>7d}  {name:46s} {pct(values, 50):6.2f} {pct(values, 95):6.2f}")
