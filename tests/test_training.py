@@ -236,6 +236,15 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     table = (tmp_path / "evaluation.md").read_text()
     assert all(f"| {stage} | heldout |" in table for stage in ("base", "sft", "dpo"))
+    assert "grounding %" in table and "perplexity (dense base)" in table and "distinct-2" in table
+    scores = json.loads((tmp_path / "evaluation.json").read_text())["scores"]
+    for stage in ("base", "sft", "dpo"):
+        heldout = scores[stage]["heldout"]
+        assert (
+            heldout["perplexity"]["mean"] > 1
+            and heldout["perplexity"]["low"] <= heldout["perplexity"]["high"]
+        )
+        assert 0 <= heldout["distinct_2"] <= 1
     for stage in ("sft", "dpo"):
         assert (tmp_path / stage / "adapter_model.safetensors").is_file()
 

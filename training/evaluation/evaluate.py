@@ -10,21 +10,30 @@ the scripted scenarios of training/evaluation/data/reflection_scenarios.yaml (fa
 real Chroma store, decisions made by the real reflector). For each, the reply is
 generated greedily from the pipeline's own prompt and judged by the runtime post-check:
 
-- memory use: recall items whose reply brings up the chosen memory;
+- memory use: recall items whose reply brings up the chosen memory (post-check);
+- grounding: recall items whose reply carries the chosen memory's own content words;
 - invented memory: replies that claim or contradict a memory nobody told;
 - in character: replies that neither break character nor fall back on a generic line;
-- refusal: out-of-world questions refused in character.
+- refusal: out-of-world questions refused in character;
+- fluency: perplexity of each reply under a frozen reference (the dense base model) given the
+  same prompt, the share of repeated word trigrams in a reply, and distinct-2 over the set.
+
+Rates carry Wilson 95% intervals and perplexity a 95% interval (training/evaluation/quality.py).
+Not measured yet (issue 14): persona fidelity (a classifier of whose voice a reply is) and
+whether support was expressed when reflection chose it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from companion.backbone import BackboneConfig, GenerationParams, HFBackbone
+from companion.backbone.provision import prepare_default_model
 from companion.prompting import build_messages
 from companion.reflection import Decision, Reflector
 from companion.reflection.guidance import guidance
@@ -35,6 +44,14 @@ from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
 from training.common import job_parser, run, write_json
 from training.data.dialogues import GENERIC, DialogueSample, read_jsonl
+from training.evaluation.quality import (
+    completion_nll,
+    distinct_n,
+    grounded,
+    mean_interval,
+    repetition,
+    wilson,
+)
 from training.evaluation.scenarios import load_scenarios
 
 
@@ -102,19 +119,53 @@ def judge(reply: str, item: EvalItem, reflector: Reflector) -> set[str]:
     return kinds
 
 
-def score(results: list[tuple[EvalItem, set[str]]]) -> dict[str, float | None]:
-    def rate(items, good) -> float | None:
-        return round(100 * sum(good(k) for _, k in items) / len(items), 1) if items else None
+def score(results: list[tuple[EvalItem, set[str], str, float]]) -> dict:
+    """The columns for one stage and set: each (item, flags, reply, per-token NLL under the reference)."""
 
-    recall = [(i, k) for i, k in results if i.decision.recall]
-    refuse = [(i, k) for i, k in results if i.decision.refused]
+    def rate(items, good) -> dict | None:
+        if not items:
+            return None
+        hits = sum(bool(good(r)) for r in items)
+        low, high = wilson(hits, len(items))
+        return {
+            "pct": round(100 * hits / len(items), 1),
+            "low": round(low, 1),
+            "high": round(high, 1),
+            "n": len(items),
+        }
+
+    recall = [r for r in results if r[0].decision.recall]
+    refuse = [r for r in results if r[0].decision.refused]
+    nll = [r[3] for r in results if r[3] is not None]
+    mean, low, high = mean_interval(nll) if nll else (math.nan,) * 3
     return {
         "n": len(results),
-        "memory_use": rate(recall, lambda k: "ignored_recall" not in k),
-        "invented": rate(results, lambda k: bool(k & {"invented_memory", "contradicts_memory"})),
-        "in_character": rate(results, lambda k: not k & {"breaks_character", "generic"}),
-        "refusal": rate(refuse, lambda k: "answered_out_of_domain" not in k),
+        "memory_use": rate(recall, lambda r: "ignored_recall" not in r[1]),
+        "grounding": rate(recall, lambda r: grounded(r[2], r[0].decision.recall[0].content)),
+        "invented": rate(results, lambda r: r[1] & {"invented_memory", "contradicts_memory"}),
+        "in_character": rate(results, lambda r: not r[1] & {"breaks_character", "generic"}),
+        "refusal": rate(refuse, lambda r: "answered_out_of_domain" not in r[1]),
+        "perplexity": {
+            "mean": round(math.exp(mean), 1),
+            "low": round(math.exp(low), 1),
+            "high": round(math.exp(high), 1),
+        }
+        if nll
+        else None,
+        "repetition_pct": round(100 * sum(repetition(r[2]) for r in results) / len(results), 1)
+        if results
+        else None,
+        "distinct_2": round(distinct_n([r[2] for r in results]) or 0.0, 3),
     }
+
+
+def reference_nll(reference, results: list[tuple[EvalItem, set[str], str]]) -> list[float | None]:
+    """Per-token NLL of each reply under the frozen reference model, given the item's prompt."""
+    out = []
+    for item, _, reply in results:
+        total, n = completion_nll(reference, item.messages, reply) if reply else (0.0, 0)
+        out.append(total / n if n else None)
+    return out
 
 
 async def run_stage(
@@ -128,16 +179,27 @@ async def run_stage(
     return results
 
 
+COLUMNS = (
+    ("memory use %", "memory_use"), ("grounding %", "grounding"), ("invented memory %", "invented"),
+    ("in character %", "in_character"), ("refusal %", "refusal"),
+)  # fmt: skip
+
+
 def table(rows: dict[str, dict[str, dict]]) -> str:
-    header = "| stage | set | n | memory use % | invented memory % | in character % | refusal % |"
-    lines = [header, "|---|---|---|---|---|---|---|"]
+    """Markdown: one line per stage and set; rates as "pct [low-high]" (Wilson 95%)."""
+    header = ["stage", "set", "n", *(name for name, _ in COLUMNS), "perplexity (dense base)", "repeated 3-grams %",
+              "distinct-2"]  # fmt: skip
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for stage, by_set in rows.items():
         for name, s in by_set.items():
-            cells = [
-                s[k] if s[k] is not None else "-"
-                for k in ("n", "memory_use", "invented", "in_character", "refusal")
-            ]
-            lines.append(f"| {stage} | {name} | " + " | ".join(str(c) for c in cells) + " |")
+            cells = [str(s["n"])]
+            for _, key in COLUMNS:
+                r = s[key]
+                cells.append(f"{r['pct']:.0f} [{r['low']:.0f}-{r['high']:.0f}]" if r else "-")
+            ppl = s["perplexity"]
+            cells.append(f"{ppl['mean']} [{ppl['low']}-{ppl['high']}]" if ppl else "-")
+            cells += [str(s["repetition_pct"]), str(s["distinct_2"])]
+            lines.append(f"| {stage} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -148,6 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--adapter", action="append", default=[], help="NAME=PATH, one per training stage")
     parser.add_argument("--model", default="default")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="the frozen model that scores fluency (default: the dense base checkpoint)",
+    )
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--limit", type=int, help="items per set")
     parser.add_argument("--json", type=Path, help="also write the scores and replies here")
@@ -163,16 +230,21 @@ def main(argv: list[str] | None = None) -> None:
         name, _, path = spec.partition("=")
         backbone.adapters.load(name, Path(path))
         stages[name] = name
+    generated = {label: asyncio.run(run_stage(backbone, adapter, items, reflector, max_new_tokens))
+                 for adapter, label in stages.items()}  # fmt: skip
+    backbone.close()
+    reference = HFBackbone.from_config(
+        BackboneConfig(model=args.reference or str(prepare_default_model().dense_dir))
+    )
     rows, dump = {}, {}
-    for adapter, label in stages.items():
-        results = asyncio.run(run_stage(backbone, adapter, items, reflector, max_new_tokens))
+    for label, results in generated.items():
+        scored = [(*r, nll) for r, nll in zip(results, reference_nll(reference, results), strict=True)]
         rows[label] = {
-            source: score([(i, k) for i, k, _ in results if i.source == source])
-            for source in ("heldout", "scenarios")
+            source: score([r for r in scored if r[0].source == source]) for source in ("heldout", "scenarios")
         }
         dump[label] = [{"source": i.source, "persona": i.persona_id, "strategy": i.decision.strategy, "flags": sorted(k),
-                        "reply": r} for i, k, r in results]  # fmt: skip
-    backbone.close()
+                        "reply": r, "nll_per_token": nll} for i, k, r, nll in scored]  # fmt: skip
+    reference.close()
     print(table(rows))
     if args.json:
         write_json(args.json, {"scores": rows, "replies": dump})

@@ -21,35 +21,21 @@ from companion.prompting import persona_system_prompt
 from persona_adapters import Persona, PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
 from training.common import EVAL_DATA, job_parser, run
+from training.evaluation.quality import completion_nll
 
 HELDOUT = EVAL_DATA / "persona_heldout.yaml"
 
 
 def reply_nll(backbone: HFBackbone, persona: Persona, pairs: list[dict], adapter: str | None) -> float:
     """Mean negative log-likelihood per token of the NPC replies, given system prompt and player line."""
-    import torch
-
     total, count = 0.0, 0
-    tokenizer = backbone.tokenizer
     for pair in pairs:
         prompt = [
             {"role": "system", "content": persona_system_prompt(persona)},
             {"role": "user", "content": pair["player"]},
         ]
-        prefix = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-        full = prefix + pair["npc"] + "<|im_end|>"
-        prefix_ids = tokenizer(prefix, add_special_tokens=False, return_tensors="pt").input_ids
-        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt").input_ids
-        with torch.no_grad():
-            logits = backbone.model(
-                ids, **backbone.adapters.generate_kwargs([adapter])
-            ).logits  # (1, seq, vocab)
-        logprobs = torch.log_softmax(logits[0, :-1].float(), dim=-1)  # predicts tokens 1..seq-1
-        targets = ids[0, 1:]
-        start = prefix_ids.shape[1] - 1  # first reply token's position among the predictions
-        token_logprobs = logprobs[start:].gather(1, targets[start:, None])[:, 0]
-        total -= float(token_logprobs.sum())
-        count += int(token_logprobs.numel())
+        nll, n = completion_nll(backbone, prompt, pair["npc"], adapter)
+        total, count = total + nll, count + n
     return total / max(count, 1)
 
 

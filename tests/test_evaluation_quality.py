@@ -1,0 +1,31 @@
+"""The evaluation's quality measures (issue 14): fluency, variety, grounding, intervals."""
+
+import pytest
+
+from training.evaluation.quality import distinct_n, grounded, mean_interval, repetition, wilson
+
+
+def test_repetition_and_distinct_2_see_a_stuck_reply():
+    stuck = "Love, love love - love love love love love."
+    fine = "Stew's on the fire, and there's fresh bread by the hearth."
+    assert repetition(stuck) > 0.5 and repetition(fine) == 0.0
+    assert distinct_n([stuck, stuck]) < 0.3 < distinct_n([fine, "Mind the step, the cellar floods."])
+    assert distinct_n(["Hi."]) is None
+
+
+def test_grounding_wants_the_fact_not_the_template_phrase():
+    fact = "The player has a really sensitive stomach."
+    assert grounded("Didn't you say your stomach is sensitive? Something gentler, then.", fact)
+    assert not grounded("Didn't you tell me something once? Hotpot it is!", fact)
+
+
+def test_wilson_intervals_and_mean_intervals():
+    low, high = wilson(0, 10)
+    assert low == 0.0 and high == pytest.approx(27.75, abs=0.05)
+    low, high = wilson(5, 10)
+    assert low == pytest.approx(23.66, abs=0.05) and high == pytest.approx(76.34, abs=0.05)
+    assert wilson(0, 0) == (0.0, 100.0)
+    mean, low, high = mean_interval([1.0, 2.0, 3.0])
+    assert (
+        mean == 2.0 and low == pytest.approx(2 - 1.96 / 3**0.5) and high == pytest.approx(2 + 1.96 / 3**0.5)
+    )
