@@ -253,11 +253,7 @@ class ChromaMemoryStore:
         """The store's query alone, for a query already embedded (the benchmark times this);
         with `query_text`, events sharing its rarer words are candidates too (hybrid search)."""
         candidates = k * self.config.candidates_per_result
-        keyword = (
-            self._keywords.top(collection, query_text, candidates)
-            if query_text and self.config.weights.keyword > 0
-            else None
-        )
+        hybrid = bool(query_text) and self.config.weights.keyword > 0
         return ranked(
             collection,
             np.stack([query_vector, *self._concerns.near(query_vector)]),
@@ -266,7 +262,7 @@ class ChromaMemoryStore:
             include_superseded=include_superseded,
             now=now or utcnow(),
             weights=self.config.weights,
-            keyword=keyword,
+            keyword=self._keywords.top(collection, query_text, candidates) if hybrid else None,
         )
 
     def related_sync(
