@@ -29,3 +29,16 @@ def test_wilson_intervals_and_mean_intervals():
     assert (
         mean == 2.0 and low == pytest.approx(2 - 1.96 / 3**0.5) and high == pytest.approx(2 + 1.96 / 3**0.5)
     )
+
+
+def test_the_persona_judge_tells_the_bundled_voices_apart_on_lines_it_never_saw(minilm):
+    from persona_adapters import PersonaRegistry
+    from training.data.dialogues import load_bank
+    from training.evaluation.persona_judge import PersonaJudge
+
+    registry = PersonaRegistry.default()
+    judge = PersonaJudge(minilm, [registry.get(p) for p in ("marlowe", "mira", "orla")], load_bank())
+    assert judge.attribute(["The reactor's stable, kid. Strap in for the jump."]) == ["orla"]
+    assert judge.attribute(["Sit by the hearth, love, the stew's still warm."]) == ["mira"]
+    held = judge.heldout_accuracy()
+    assert held["n"] >= 12 and held["pct"] > 100 / 3  # better than chance among three, on unseen lines

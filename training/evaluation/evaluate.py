@@ -19,8 +19,11 @@ generated greedily from the pipeline's own prompt and judged by the runtime post
   same prompt, the share of repeated word trigrams in a reply, and distinct-2 over the set.
 
 Rates carry Wilson 95% intervals and perplexity a 95% interval (training/evaluation/quality.py).
-Not measured yet (issue 14): persona fidelity (a classifier of whose voice a reply is) and
-whether support was expressed when reflection chose it.
+- persona fidelity: replies a voice classifier attributes to their own persona
+  (training/evaluation/persona_judge.py; its accuracy on held-out persona lines is printed
+  first, so the column can be read against it).
+
+Not measured yet (issue 14): whether support was expressed when reflection chose it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
 from training.common import job_parser, run, write_json
-from training.data.dialogues import GENERIC, DialogueSample, read_jsonl
+from training.data.dialogues import GENERIC, DialogueSample, load_bank, read_jsonl
+from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.quality import (
     completion_nll,
     distinct_n,
@@ -119,8 +123,9 @@ def judge(reply: str, item: EvalItem, reflector: Reflector) -> set[str]:
     return kinds
 
 
-def score(results: list[tuple[EvalItem, set[str], str, float]]) -> dict:
-    """The columns for one stage and set: each (item, flags, reply, per-token NLL under the reference)."""
+def score(results: list[tuple[EvalItem, set[str], str, float | None, str]]) -> dict:
+    """The columns for one stage and set: each (item, flags, reply, per-token NLL under the
+    reference, the persona the judge attributes the reply to)."""
 
     def rate(items, good) -> dict | None:
         if not items:
@@ -145,6 +150,7 @@ def score(results: list[tuple[EvalItem, set[str], str, float]]) -> dict:
         "invented": rate(results, lambda r: r[1] & {"invented_memory", "contradicts_memory"}),
         "in_character": rate(results, lambda r: not r[1] & {"breaks_character", "generic"}),
         "refusal": rate(refuse, lambda r: "answered_out_of_domain" not in r[1]),
+        "persona": rate(results, lambda r: r[4] == r[0].persona_id),
         "perplexity": {
             "mean": round(math.exp(mean), 1),
             "low": round(math.exp(low), 1),
@@ -181,7 +187,7 @@ async def run_stage(
 
 COLUMNS = (
     ("memory use %", "memory_use"), ("grounding %", "grounding"), ("invented memory %", "invented"),
-    ("in character %", "in_character"), ("refusal %", "refusal"),
+    ("in character %", "in_character"), ("refusal %", "refusal"), ("persona fidelity %", "persona"),
 )  # fmt: skip
 
 
@@ -236,18 +242,26 @@ def main(argv: list[str] | None = None) -> None:
     reference = HFBackbone.from_config(
         BackboneConfig(model=args.reference or str(prepare_default_model().dense_dir))
     )
+    judge = PersonaJudge(
+        embedder, [registry.get(pid) for pid in sorted({i.persona_id for i in items})], load_bank()
+    )
+    trust = judge.heldout_accuracy()
+    print(
+        f"persona judge: {trust['pct']}% [{trust['low']}-{trust['high']}] right on {trust['n']} held-out persona lines"
+    )
     rows, dump = {}, {}
     for label, results in generated.items():
-        scored = [(*r, nll) for r, nll in zip(results, reference_nll(reference, results), strict=True)]
+        nlls, voices = reference_nll(reference, results), judge.attribute([r for _, _, r in results])
+        scored = [(*r, nll, voice) for r, nll, voice in zip(results, nlls, voices, strict=True)]
         rows[label] = {
             source: score([r for r in scored if r[0].source == source]) for source in ("heldout", "scenarios")
         }
         dump[label] = [{"source": i.source, "persona": i.persona_id, "strategy": i.decision.strategy, "flags": sorted(k),
-                        "reply": r, "nll_per_token": nll} for i, k, r, nll in scored]  # fmt: skip
+                        "reply": r, "nll_per_token": nll, "voice": v} for i, k, r, nll, v in scored]  # fmt: skip
     reference.close()
     print(table(rows))
     if args.json:
-        write_json(args.json, {"scores": rows, "replies": dump})
+        write_json(args.json, {"scores": rows, "persona_judge": trust, "replies": dump})
 
 
 if __name__ == "__main__":
