@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
@@ -28,12 +29,12 @@ def ranked(
     include_superseded: bool,
     now: datetime,
     weights: RetrievalWeights,
-    keyword: dict[str, float] | None = None,
+    keyword: dict[str, KeywordHit] | None = None,
 ) -> list[ScoredEvent]:
     """The k best events for any of the query vectors (the query and what it implies), by score.
 
     Candidates are the nearest neighbours of each query vector plus the events in `keyword`
-    (event id -> normalised BM25 score). Each event's relevance is its best cosine similarity
+    (event id -> its normalised BM25 score, metadata and vector, from `KeywordIndexes.top`). Each event's relevance is its best cosine similarity
     over the queries; superseded events are dropped here, not by a Chroma filter (see
     memory/store.py).
     """
@@ -49,14 +50,11 @@ def ranked(
             relevance = 1.0 - distance  # cosine space: distance = 1 - cosine similarity
             if event_id not in best or relevance > best[event_id][0]:
                 best[event_id] = (relevance, metadata)
-    missing = [event_id for event_id in keyword if event_id not in best]
-    if missing:  # found by keyword only: their cosine similarity from the stored vectors
-        got = collection.get(ids=missing, include=["metadatas", "embeddings"])
-        similarity = np.asarray(got["embeddings"], dtype=np.float32) @ queries.T  # (n_missing, n_queries)
-        for event_id, metadata, row in zip(got["ids"], got["metadatas"], similarity, strict=True):
-            best[event_id] = (float(row.max()), metadata)
+    for event_id, hit in keyword.items():
+        if event_id not in best:  # found by keyword only: cosine similarity from its stored vector
+            best[event_id] = (float((queries @ hit.vector).max()), hit.metadata)
     scored = [
-        score(event_of(meta), rel, now, weights, keyword.get(event_id, 0.0))
+        score(event_of(meta), rel, now, weights, keyword[event_id].score if event_id in keyword else 0.0)
         for event_id, (rel, meta) in best.items()
         if include_superseded or meta["active"]
     ]
@@ -64,45 +62,65 @@ def ranked(
     return scored[:k]
 
 
+@dataclass(frozen=True)
+class KeywordHit:
+    score: float  # BM25 score over the best one for the query, in (0, 1]
+    metadata: dict
+    vector: np.ndarray
+
+
 class KeywordIndexes:
     """A BM25 index per collection, built from its events on first use and rebuilt when the
     collection's size changes (a write or a delete, by this process or another).
 
-    Held in memory, at most `max_collections` at a time (least recently used dropped first);
-    `forget(collection_ids)` drops the indexes of hard-deleted collections at once.
+    Each index keeps its events' metadata and vectors, so a keyword-only candidate costs no
+    Chroma call. A fact replaced by a newer one always comes with that newer event (the size
+    changes), so `active` is never stale; a repeated fact's mention count and recency can lag
+    until the next write.
+
+    Held in memory for at most `max_events` events in all (about 1.6 kB each with its
+    vector; least recently used collections dropped first); `forget(collection_ids)` drops
+    the indexes of hard-deleted collections at once.
     """
 
-    def __init__(self, max_collections: int = 256):
-        self.max_collections = max_collections
-        self._indexes: OrderedDict[str, tuple[int, list[str], KeywordIndex]] = OrderedDict()
+    def __init__(self, max_events: int = 20_000):
+        self.max_events = max_events
+        self._indexes: OrderedDict[str, tuple[int, dict, KeywordIndex]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def top(self, collection, query: str, k: int) -> dict[str, float]:
-        """Event id -> BM25 score / the best score, for the k best events sharing a word with `query`."""
-        ids, index = self._index(collection)
+    def top(self, collection, query: str, k: int) -> dict[str, KeywordHit]:
+        """The k best events sharing a word with `query`, by id."""
+        got, index = self._index(collection)
         hits = index.top(query, k)
-        return {ids[i]: s / hits[0][1] for i, s in hits} if hits else {}
+        return {
+            got["ids"][i]: KeywordHit(s / hits[0][1], got["metadatas"][i], got["vectors"][i]) for i, s in hits
+        }
 
     def forget(self, collection_ids) -> None:
         with self._lock:
             for collection_id in collection_ids:
                 self._indexes.pop(str(collection_id), None)
 
-    def _index(self, collection) -> tuple[list[str], KeywordIndex]:
+    def _index(self, collection) -> tuple[dict, KeywordIndex]:
         key, count = str(collection.id), collection.count()
         with self._lock:
             cached = self._indexes.get(key)
             if cached is not None and cached[0] == count:
                 self._indexes.move_to_end(key)
                 return cached[1], cached[2]
-        got = collection.get(include=["metadatas"])
+        found = collection.get(include=["metadatas", "embeddings"])
+        got = {
+            "ids": found["ids"],
+            "metadatas": found["metadatas"],
+            "vectors": np.asarray(found["embeddings"], dtype=np.float32).reshape(len(found["ids"]), -1),
+        }
         index = KeywordIndex([fact_key(event_of(m).content) for m in got["metadatas"]])
         with self._lock:
-            self._indexes[key] = (count, got["ids"], index)
+            self._indexes[key] = (count, got, index)
             self._indexes.move_to_end(key)
-            while len(self._indexes) > self.max_collections:
+            while len(self._indexes) > 1 and sum(e[0] for e in self._indexes.values()) > self.max_events:
                 self._indexes.popitem(last=False)
-        return got["ids"], index
+        return got, index
 
 
 def nearest_events(collection, vectors, *, k: int) -> list[MemoryEvent]:

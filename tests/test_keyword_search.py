@@ -75,3 +75,17 @@ def test_the_keyword_index_follows_writes_and_forgets_a_deleted_player(tmp_path)
     store.delete_sync(player_id="p")
     assert held == 1 and len(store._keywords._indexes) == 0  # the deleted player's words are not held
     assert store.search_sync("gout", player_id="p", npc_id="m") == []
+
+
+def test_the_keyword_indexes_stay_within_their_event_budget(tmp_path):
+    from memory.queries import KeywordIndexes
+
+    store = ChromaMemoryStore.embedded(tmp_path, FakeMeaninglessEmbedder())
+    store._keywords = KeywordIndexes(max_events=5)
+    for player in ("a", "b", "c"):
+        drafts = [
+            EventDraft(type="preference", content=f"The player likes {w}.", importance=5) for w in "xyz"
+        ]
+        store.add_sync(drafts, player_id=player, npc_id="m")
+        assert store.search_sync("likes", player_id=player, npc_id="m", k=1)
+    assert len(store._keywords._indexes) == 1  # 3 events each: only the latest collection fits in 5
