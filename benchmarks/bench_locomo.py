@@ -167,7 +167,9 @@ def evaluate(conversations, search, count_tokens) -> dict:
             recall[q["category"]].append(len(wanted & sources) / len(wanted))
             tokens.append(sum(count_tokens(text) for _, text in found))
     return {
-        "recall": {c: (float(np.mean(recall[c])), len(recall[c])) for c in CATEGORIES},
+        "recall": {
+            c: (float(np.mean(recall[c])) if recall[c] else float("nan"), len(recall[c])) for c in CATEGORIES
+        },
         "tokens": float(np.mean(tokens)),
         "p50_ms": 1000 * float(np.percentile(seconds, 50)),
         "p95_ms": 1000 * float(np.percentile(seconds, 95)),
