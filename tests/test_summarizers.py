@@ -36,7 +36,7 @@ def test_fast_summarizer_macro_f1_on_the_dev_set(minilm):
     summarizer = FastSummarizer(minilm)
     predicted = [predict(summarizer, row["text"]) for row in DEV]
     report = per_class_report([row["label"] for row in DEV], predicted, LABELS)
-    assert report["macro_f1"]["f1"] >= 0.80, {k: round(v["f1"], 2) for k, v in report.items()}
+    assert report["macro_f1"]["f1"] >= 0.85, {k: round(v["f1"], 2) for k, v in report.items()}
 
 
 def test_a_fact_is_kept_when_no_single_type_is_sure_of_it(minilm):
