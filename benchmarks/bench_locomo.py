@@ -16,7 +16,9 @@ source of a retrieved event), then retrieved tokens per question (default model'
 tokenizer), events stored per turn, ingest turns/s and search p50/p95 (query embeddings are
 computed before the timed searches and reported apart). `--baselines` adds
 the same figures for the raw turns searched by BM25 and by MiniLM cosine (no memory layer).
-Answering the questions with a language model and scoring the answers is not done here.
+With `--answer-url URL --answer-model NAME` (any OpenAI-compatible server) each question is
+also answered from Companion's retrieved memories and scored by token F1 against LoCoMo's
+answer, per category (not in CI).
 """
 
 from __future__ import annotations
@@ -24,10 +26,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import tempfile
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -108,13 +111,71 @@ async def ingest(conversations: list[Conversation], store, summarizer) -> tuple[
 
 def search_memory(store, conversation: Conversation, question: str) -> list[tuple[set[str], str]]:
     """(source turn ids, text) of the best K events over the named speakers' collections."""
+    return [
+        (set(s.event.source_turn_ids), s.event.content) for s in best_events(store, conversation, question)
+    ]
+
+
+def best_events(store, conversation: Conversation, question: str) -> list:
+    """The best K scored events over the collections of the speakers the question names."""
     found = []
     for speaker in speakers_named(question, conversation.speakers):
         found += store.search_sync(
             question, player_id=player_of(conversation, speaker), npc_id=conversation.sample_id, k=K
         )
     found.sort(key=lambda s: s.score, reverse=True)
-    return [(set(s.event.source_turn_ids), s.event.content) for s in found[:K]]
+    return found[:K]
+
+
+def token_f1(predicted: str, gold: str) -> float:
+    """LoCoMo's answer score: F1 of the lower-cased words, punctuation and articles removed."""
+
+    def words(text) -> list[str]:
+        return [
+            w
+            for w in re.sub(r"[^\w\s]", " ", str(text).lower()).split()
+            if w not in ("a", "an", "the", "and")
+        ]
+
+    p, g = words(predicted), words(gold)
+    same = sum((Counter(p) & Counter(g)).values())
+    if not p or not g:
+        return float(p == g)
+    return 0.0 if same == 0 else 2 * same / (len(p) + len(g))
+
+
+def answer_scores(
+    conversations: list[Conversation], store, url: str, model: str, api_key: str | None
+) -> dict:
+    """Each question answered by an OpenAI-compatible model from the retrieved memories (each
+    with the date it was told); token F1 against LoCoMo's answer, per category."""
+    import httpx
+
+    scores = defaultdict(list)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=120, headers=headers) as client:
+        for c in conversations:
+            for q in c.questions:
+                memories = "\n".join(
+                    f"- ({s.event.created_at:%d %B %Y}) {s.event.player_id.split('-')[-1].title()}: {s.event.content}"
+                    for s in best_events(store, c, q["question"])
+                )
+                messages = [
+                    {"role": "system", "content": "Answer from the memories only, in a few words. 'The player' is the "
+                     "person named before the colon; dates in brackets are when it was said."},
+                    {"role": "user", "content": f"Memories:\n{memories}\n\nQuestion: {q['question']}"},
+                ]  # fmt: skip
+                try:
+                    reply = client.post("/chat/completions", json={"model": model, "messages": messages,
+                                                                   "temperature": 0, "max_tokens": 32})  # fmt: skip
+                    reply.raise_for_status()
+                except httpx.HTTPError as e:
+                    raise SystemExit(
+                        f"the answering model at {url} failed ({e}); is it running, is --answer-model right?"
+                    ) from e
+                text = reply.json()["choices"][0]["message"]["content"] or ""
+                scores[q["category"]].append(token_f1(text, q.get("answer", "")))
+    return {c: (float(np.mean(scores[c])) if scores[c] else float("nan"), len(scores[c])) for c in CATEGORIES}
 
 
 class RawTurns:
@@ -184,6 +245,13 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=None, help="the first N (default: all 5)")
     parser.add_argument("--baselines", action="store_true", help="also raw turns by BM25 and by cosine")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--answer-url", help="an OpenAI-compatible /v1 URL: also answer each question and score it"
+    )
+    parser.add_argument("--answer-model", default="default", help="the model name to send (default: default)")
+    parser.add_argument(
+        "--answer-key-env", default="OPENAI_API_KEY", help="env var holding its API key, if any"
+    )
     args = parser.parse_args()
     from transformers import AutoTokenizer
 
@@ -218,6 +286,13 @@ def main() -> None:
             conversations, lambda c, q: search_memory(dense_only, c, q), count_tokens
         )
         coverage = evidence_with_an_event(conversations, store)
+        answers = (
+            answer_scores(
+                conversations, store, args.answer_url, args.answer_model, os.environ.get(args.answer_key_env)
+            )
+            if args.answer_url
+            else None
+        )
     if args.baselines:
         raw = {c.sample_id: RawTurns(c, embedder) for c in conversations}
         rows["raw turns, BM25"] = evaluate(conversations, lambda c, q: raw[c.sample_id].bm25(q), count_tokens)
@@ -246,6 +321,10 @@ def main() -> None:
         + " | ".join(f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}" for r in rows.values())
         + " |"
     )
+    if answers:
+        print(f"\nanswers by {args.answer_model} at {args.answer_url} from Companion's memories, token F1:")
+        for c, name in CATEGORIES.items():
+            print(f"  {c} {name} ({answers[c][1]}): {answers[c][0]:.3f}")
     if args.json:
         args.json.write_text(
             json.dumps(
@@ -254,6 +333,7 @@ def main() -> None:
                     "events": n_events,
                     "ingest_s": seconds,
                     "coverage": coverage,
+                    "answer_f1": answers,
                     "rows": rows,
                 },
                 indent=2,

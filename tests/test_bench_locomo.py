@@ -78,3 +78,62 @@ def test_the_harness_routes_dates_and_scores_evidence(bench, tmp_path, minilm):
     )
     assert figures["recall"][4] == (1.0, 2)  # both single-hop questions find their evidence turn
     assert figures["tokens"] > 0 and figures["p95_ms"] >= figures["p50_ms"]
+
+
+def test_token_f1_is_locomos_answer_score(bench):
+    assert bench.token_f1("The Pepper.", "pepper") == 1.0
+    assert bench.token_f1("on 7 May 2023", "7 May 2023") == pytest.approx(2 * 3 / (4 + 3))
+    assert bench.token_f1("no idea", "pottery") == 0.0
+
+
+class FakeAnsweringServer:
+    """An OpenAI-shaped /v1/chat/completions on loopback that answers "pottery class" and keeps
+    the prompts it got: the harness's answering path without a model."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        prompts = self.prompts = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompts.append(body["messages"][-1]["content"])
+                reply = json.dumps(
+                    {"choices": [{"message": {"role": "assistant", "content": "pottery class"}}]}
+                )
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_answers_are_asked_with_dated_memories_and_scored(bench, tmp_path, minilm):
+    from memory.fast_summarizer import FastSummarizer
+    from memory.store import ChromaMemoryStore
+
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([CONVERSATION]))
+    conversations = bench.load(path, None)
+    store = ChromaMemoryStore.embedded(tmp_path / "chroma", minilm)
+    asyncio.run(bench.ingest(conversations, store, FastSummarizer(minilm)))
+    fake = FakeAnsweringServer()
+    try:
+        scores = bench.answer_scores(conversations, store, fake.url, "m", None)
+    finally:
+        fake.server.shutdown()
+    assert scores[2] == (pytest.approx(2 / 3), 1) and scores[4] == (
+        0.0,
+        2,
+    )  # right (in part) only for the class
+    assert any("(20 June 2023) Ada:" in p and "pottery" in p for p in fake.prompts)
+    with pytest.raises(SystemExit, match="failed"):
+        bench.answer_scores(conversations, store, "http://127.0.0.1:9/v1", "m", None)
