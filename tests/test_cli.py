@@ -109,8 +109,9 @@ def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_
     )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stdout.splitlines() if line.startswith("Mira: ")]
-    revised = result.stderr.count("[reply revised")  # a revised reply is printed again in full
-    assert len(lines) - revised == 3  # the first message, then one reply per player line
+    # a regenerated draft starts a new "Mira: " line, and a revised reply is printed again in full
+    redone = result.stderr.count("[draft rejected") + result.stderr.count("[reply revised")
+    assert len(lines) - redone == 3  # the first message, then one reply per player line
     assert all(len(line) > len("Mira: ") + 3 for line in lines[1:])
     assert "tok/s" in result.stderr and f"({engine})" in result.stderr
     assert ("experts/token" in result.stderr) == (engine == "hf")  # only hf sees the routers
