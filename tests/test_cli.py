@@ -90,10 +90,12 @@ def test_models_prepare_and_info(subprocess_env, default_paths):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["llamacpp", "hf"])
-def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_paths, engine):
+def test_chat_streams_replies_from_the_default_backbone(subprocess_env, default_paths, engine, tmp_path):
     result = _run(
         [
             "chat",
+            "--data-dir",
+            str(tmp_path),  # its own memories: the other engine's run must not change this one's prompts
             "--persona",
             "mira",
             "--max-tokens",
