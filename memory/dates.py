@@ -28,7 +28,7 @@ _NUMBERS = {
     "seven": 7,
     "ten": 10,
 }
-_NUMBER = r"\d+|a|an|one|two|three|four|five|six|seven|ten"
+_NUMBER = r"\d+|" + "|".join(_NUMBERS)
 _UNIT = r"day|week|month|year"
 _PHRASE = re.compile(
     r"\b(?:(?P<day>the day after tomorrow|the day before yesterday|yesterday|today|tonight|tomorrow)"

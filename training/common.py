@@ -53,6 +53,13 @@ def check(condition: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def check_counts(config: Any, *names: str) -> None:
+    """Raises ConfigError unless each named field of `config` is >= 1 (steps, batch sizes, ranks)."""
+    values = [getattr(config, name) for name in names]
+    listed = " and ".join([", ".join(names[:-1]), names[-1]]) if len(names) > 1 else names[0]
+    check(min(values) >= 1, f"{listed} must be >= 1; got {', '.join(map(str, values))}.")
+
+
 def print_summary(summary: dict, keys: Iterable[str] | None = None) -> None:
     """The job's result as one JSON line on stdout (what run_all and the tests read)."""
     print(json.dumps(summary if keys is None else {k: summary[k] for k in keys}))

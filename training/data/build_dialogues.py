@@ -125,7 +125,7 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
     write_jsonl(out / "dpo.jsonl", dpo)
     write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
     report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation))
-    write_json(out / "report.json", json.loads(json.dumps(report, default=dict)))
+    write_json(out / "report.json", report)  # Counters are dicts: JSON as they are
     return report
 
 

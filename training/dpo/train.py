@@ -22,7 +22,16 @@ from pathlib import Path
 from companion.backbone.provision import prepare_default_model
 from companion.errors import ConfigError
 from companion.yaml_config import YamlConfig
-from training.common import CONFIGS, check, job_parser, load_config, print_summary, run, write_json
+from training.common import (
+    CONFIGS,
+    check,
+    check_counts,
+    job_parser,
+    load_config,
+    print_summary,
+    run,
+    write_json,
+)
 from training.data.dialogues import read_jsonl
 from training.sft.lora import load_model
 
@@ -39,10 +48,7 @@ class DPOTrainingConfig(YamlConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(
-            self.steps >= 1 and self.batch_size >= 1,
-            f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.",
-        )
+        check_counts(self, "steps", "batch_size")
         check(self.beta > 0, f"beta is {self.beta}; expected > 0 (0.1 is usual).")
 
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from companion.yaml_config import YamlConfig
-from training.common import CONFIGS, check, job_parser, load_config, run, write_json
+from training.common import CONFIGS, check, check_counts, job_parser, load_config, run, write_json
 
 CONFIG = CONFIGS / "router.yaml"
 
@@ -39,10 +39,7 @@ class RouterTrainingConfig(YamlConfig):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        check(
-            self.steps >= 1 and self.batch_size >= 1,
-            f"steps and batch_size must be >= 1; got {self.steps}, {self.batch_size}.",
-        )
+        check_counts(self, "steps", "batch_size")
         check(0 < self.top_p <= 1, f"top_p is {self.top_p}; expected a value in (0, 1].")
         check(
             self.load_balance_weight >= 0 and self.entropy_weight >= 0,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from companion.errors import ConfigError
 from companion.yaml_config import YamlConfig
-from training.common import check
+from training.common import check, check_counts
 
 SUMMARY_KEYS = ("steps", "examples", "seconds", "first_loss", "last_loss")
 """What an SFT job prints of its summary."""
@@ -37,10 +37,7 @@ class LoraSFTConfig(YamlConfig):
     target_modules: tuple[str, ...] = ATTENTION_MODULES
 
     def __post_init__(self) -> None:
-        check(
-            min(self.steps, self.batch_size, self.rank) >= 1,
-            f"steps, batch_size and rank must be >= 1; got {self.steps}, {self.batch_size}, {self.rank}.",
-        )
+        check_counts(self, "steps", "batch_size", "rank")
         check(
             0 < self.learning_rate < 1,
             f"learning_rate is {self.learning_rate}; expected a value in (0, 1), e.g. 3e-4.",
