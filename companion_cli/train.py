@@ -19,6 +19,14 @@ JOBS: dict[str, tuple[str, str]] = {
     "dpo": ("training.dpo.train", "DPO from an SFT adapter on the built preference pairs"),
     "router": ("training.moe.router", "the MoE routers (load balance, entropy) with top-p routing"),
     "emotion": ("training.classifiers.emotion", "reflection's emotion classifier (companion/weights)"),
+    "reflection": (
+        "training.classifiers.reflection",
+        "reflection's learned gates: recall scorer and strategy model (companion/weights)",
+    ),
+    "reflection-heldout": (
+        "training.evaluation.reflection_heldout",
+        "reflection's decisions on held-out fact kinds, phrasings and request categories",
+    ),
     "fast-summarizer": (
         "training.classifiers.fast_summarizer",
         "the fast summarizer's classifier (memory/weights)",

@@ -25,7 +25,7 @@ class RecallChoice(BaseModel):
     event_id: str
     type: str
     content: str
-    value: float = Field(description="relevance x type weight x novelty, in [0, 1]")
+    value: float = Field(description="the recall scorer's probability x novelty, in [0, 1]")
     reason: str
 
 
@@ -33,9 +33,9 @@ class Decision(BaseModel):
     """Reflection before the reply.
 
     Attributes:
-        strategy: "refuse" (outside the persona's knowledge; refuse in character),
-            "support" (the player is sad, distressed or angry), "recall" (bring up a
-            memory), or "answer" (reply plainly).
+        strategy: "refuse" (outside the persona's world, or an attempt to break the role;
+            refuse in character), "support" (the player is in distress; memories may be
+            brought up too), "recall" (bring up a memory), or "answer" (reply plainly).
         emotion: the player's emotion (neutral, sadness, distress, anger, joy).
         tone: how the reply should sound.
         recall: at most two memories to bring up, best first.

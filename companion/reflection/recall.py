@@ -1,8 +1,11 @@
-"""Proactive recall: which remembered fact is worth bringing up now, if any.
+"""Proactive recall: which remembered facts are worth bringing up now, if any.
 
-value = relevance (to the line, or to what it implies) x type weight x novelty.
-Health, plans, feelings and people matter more than trivia; a memory brought up in the
-last few turns is not brought up again, so the NPC does not nag.
+value = the better of two readings, x novelty: the recall scorer's P(worth bringing up | memory,
+line), and the search's relevance x a weight by type (health, plans, feelings and people matter
+more than trivia), rescaled so that both readings share one bar. A memory brought up in the last
+few turns is not brought up again, so the NPC does not nag. When the player asks what the
+character remembers, the best memory is brought up even under the bar: never nothing when facts
+exist.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ TYPE_WEIGHT = {
     "preference": 0.75,
     "personal_info": 0.7,
 }
-
+# relevance x type weight at this value counts as much as the scorer's bar
+RELEVANCE_BAR = 0.3
 
 ASKS_TO_REMEMBER = re.compile(
     r"\b(do you remember|remember (when|what|where|that|my)|do you recall|did i (ever )?(tell|mention)|"
@@ -42,12 +46,29 @@ def novelty(turns_since_mentioned: int | None, cooldown_turns: int) -> float:
     return 0.0
 
 
+def combined_scores(
+    recalled: Sequence[ScoredEvent], scores: Sequence[float], threshold: float
+) -> list[float]:
+    """max(scorer, relevance x type weight rescaled so that RELEVANCE_BAR maps onto `threshold`)."""
+    return [
+        max(
+            score,
+            min(
+                1.0,
+                hit.parts.relevance * TYPE_WEIGHT.get(str(hit.event.type), 0.5) / RELEVANCE_BAR * threshold,
+            ),
+        )
+        for hit, score in zip(recalled, scores, strict=True)
+    ]
+
+
 def choose_recall(
     recalled: Sequence[ScoredEvent],
+    scores: Sequence[float],
     recent_mentions: Mapping[str, int],
     *,
-    threshold: float = 0.3,
-    second_threshold: float = 0.45,
+    threshold: float = 0.5,
+    second_threshold: float = 0.7,
     cooldown_turns: int = 6,
     supporting: bool = False,
     asked_to_remember: bool = False,
@@ -56,33 +77,33 @@ def choose_recall(
 
     Args:
         recalled: what memory search returned for this line.
+        scores: each of `recalled`'s value before novelty (`combined_scores`).
         recent_mentions: event id -> turns since the NPC last brought it up.
         threshold: the least value worth mentioning.
         second_threshold: a second memory must clear this higher bar (and be of another type).
         cooldown_turns: turns before a mentioned memory may come back.
         supporting: the player is upset; what may explain it (a loss, a worry, a plan, a
             person) is worth asking about at a lower bar (x0.7).
-        asked_to_remember: the player asks what the NPC remembers; the best match is
-            worth bringing up at half the bar.
+        asked_to_remember: the player asks what the character remembers: the best fresh
+            memory is brought up whatever its value.
     """
     scored = []
-    for hit in recalled:
+    for hit, score in zip(recalled, scores, strict=True):
         event = hit.event
         fresh = novelty(recent_mentions.get(event.id), cooldown_turns)
-        value = hit.parts.relevance * TYPE_WEIGHT.get(str(event.type), 0.5) * fresh
-        reason = f"{event.type} memory, relevance {hit.parts.relevance:.2f}" + (
+        reason = f"{event.type} memory, scored {score:.2f}" + (
             "" if fresh else f", mentioned {recent_mentions[event.id]} turns ago"
         )
-        scored.append((value, hit, reason))
+        scored.append((score * fresh, fresh, hit, reason))
     scored.sort(key=lambda item: item[0], reverse=True)
     chosen: list[RecallChoice] = []
-    for value, hit, reason in scored:
+    for value, fresh, hit, reason in scored:
         bar = threshold if not chosen else second_threshold
         if supporting and str(hit.event.type) in SUPPORT_TYPES:
             bar *= 0.7
-        if asked_to_remember:
-            bar *= 0.5
-        if value < bar or (chosen and chosen[0].type == str(hit.event.type)):
+        if asked_to_remember and not chosen and fresh:
+            bar = 0.0
+        if value < bar or not fresh or (chosen and chosen[0].type == str(hit.event.type)):
             continue
         chosen.append(
             RecallChoice(

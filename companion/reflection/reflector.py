@@ -9,7 +9,9 @@ from companion.reflection.boundary import KnowledgeBoundary
 from companion.reflection.decision import Decision, PostCheck
 from companion.reflection.emotion import EmotionClassifier
 from companion.reflection.postcheck import PostChecker
-from companion.reflection.recall import ASKS_TO_REMEMBER, choose_recall
+from companion.reflection.recall import ASKS_TO_REMEMBER, choose_recall, combined_scores
+from companion.reflection.recall_scorer import RecallScorer
+from companion.reflection.strategy import StrategyModel
 from memory.events import MemoryEvent, ScoredEvent
 from memory.protocols import Embedder
 from persona_adapters import Persona
@@ -24,10 +26,26 @@ TONES = {
 
 @dataclass(frozen=True)
 class ReflectionConfig:
-    """Thresholds of the gates (see each gate's module for what they mean)."""
+    """Thresholds of the gates: probabilities of the learned models (`strategy`, `recall_scorer`),
+    each joined with the reading it grew from (emotion, search relevance; see `recall.py`).
 
+    Attributes:
+        support_threshold: the strategy model's P(support) to support.
+        support_confidence: ...or the emotion classifier's confidence in a negative emotion.
+        refuse_threshold: its P(out of world) or P(injection) to refuse.
+        memory_question_threshold: its P(asks what the character remembers).
+        recall_threshold: the recall scorer's P(worth bringing up) for the first memory.
+        second_recall_threshold: ...for a second one (of another type).
+        recall_cooldown_turns: turns before a memory brought up may come back.
+        max_words: the post-check's length limit.
+    """
+
+    support_threshold: float = 0.5
     support_confidence: float = 0.55
-    recall_threshold: float = 0.3
+    refuse_threshold: float = 0.5
+    memory_question_threshold: float = 0.5
+    recall_threshold: float = 0.5
+    second_recall_threshold: float = 0.7
     recall_cooldown_turns: int = 6
     max_words: int = 90
 
@@ -43,13 +61,16 @@ class Reflector:
     def __init__(self, embedder: Embedder, config: ReflectionConfig | None = None):
         self.config = config or ReflectionConfig()
         self.emotion = EmotionClassifier(embedder)
+        self.strategy = StrategyModel(embedder)
+        self.scorer = RecallScorer(embedder)
         self.boundary = KnowledgeBoundary(embedder)
         self.post = PostChecker(embedder, max_words=self.config.max_words)
 
     def warm(self, personas) -> None:
-        """Embeds each persona's boundary prototypes now, not on the first player's turn."""
+        """Embeds each persona's setting and domain now, not on the first player's turn."""
         for persona in personas:
-            self.boundary.check("What is this?", persona)
+            self.boundary.warm(persona)
+            self.strategy.read("Hello.", persona)
 
     def before(
         self,
@@ -68,26 +89,25 @@ class Reflector:
             recent_mentions: event id -> turns since the NPC last brought it up.
         """
         reading = self.emotion.read(text)
-        boundary = self.boundary.check(text, persona)
-        support = reading.needs_support and reading.confidence >= self.config.support_confidence
-        recall = choose_recall(
-            recalled,
-            recent_mentions or {},
-            threshold=self.config.recall_threshold,
-            cooldown_turns=self.config.recall_cooldown_turns,
-            supporting=support,
-            asked_to_remember=bool(ASKS_TO_REMEMBER.search(text)),
+        gates = self.strategy.read(text, persona)
+        config = self.config
+        support = gates.support >= config.support_threshold or (
+            reading.needs_support and reading.confidence >= config.support_confidence
         )
-        reasons = [f"emotion {reading.label} ({reading.confidence:.2f})"]
-        if boundary.out_of_domain:
+        recall = self._recall(text, gates, list(recalled), recent_mentions or {}, supporting=support)
+        emotion = reading.label if reading.needs_support or not support else "distress"
+        reasons = [
+            f"emotion {reading.label} ({reading.confidence:.2f})",
+            f"gates: support {gates.support:.2f}, out of world {gates.out_of_world:.2f}, "
+            f"injection {gates.injection:.2f}, memory question {gates.memory_question:.2f}",
+        ]
+        refuse_topic = self._refusal(text, gates, persona)
+        if refuse_topic is not None:
             strategy, recall = "refuse", []
-            reasons.append(
-                f"asks about {boundary.topic!r} (similarity {boundary.refuse_similarity:.2f} vs in-domain "
-                f"{boundary.domain_similarity:.2f}), outside {persona.name}'s knowledge"
-            )
+            reasons.append(f"asks about {refuse_topic!r}, outside {persona.name}'s world")
         elif support:
             strategy = "support"
-            reasons.append(f"the player is {reading.label}: support first")
+            reasons.append(f"the player needs support ({emotion}): support first")
         elif recall:
             strategy = "recall"
         else:
@@ -95,13 +115,41 @@ class Reflector:
         reasons += [f"recall: {c.content} ({c.reason}, value {c.value:.2f})" for c in recall]
         return Decision(
             strategy=strategy,
-            emotion=reading.label,
+            emotion=emotion,
             emotion_confidence=reading.confidence,
-            tone=TONES.get(reading.label, persona.speaking_style or "natural"),
+            tone=TONES.get(emotion, persona.speaking_style or "natural"),
             recall=recall,
-            refuse_topic=boundary.topic if boundary.out_of_domain else None,
+            refuse_topic=refuse_topic,
             reasons=reasons,
         )
+
+    def _recall(self, text, gates, recalled, recent_mentions, *, supporting: bool):
+        config = self.config
+        scores = self.scorer.score(
+            text, [h.event.content for h in recalled], [str(h.event.type) for h in recalled]
+        )
+        return choose_recall(
+            recalled,
+            combined_scores(recalled, scores, config.recall_threshold),
+            recent_mentions,
+            threshold=config.recall_threshold,
+            second_threshold=config.second_recall_threshold,
+            cooldown_turns=config.recall_cooldown_turns,
+            supporting=supporting,
+            asked_to_remember=gates.memory_question >= config.memory_question_threshold
+            or bool(ASKS_TO_REMEMBER.search(text)),
+        )
+
+    def _refusal(self, text: str, gates, persona: Persona) -> str | None:
+        """What the line asks about that lies outside the role or the world (None: nothing)."""
+        if gates.injection >= self.config.refuse_threshold:
+            return "stepping out of the role"
+        named = self.boundary.named(text, persona)
+        if named is not None:
+            return named
+        if gates.out_of_world >= self.config.refuse_threshold:
+            return "things outside this world"
+        return None
 
     def memory_queries(self, draft: str) -> list[str]:
         """The texts whose nearest stored facts `after` needs (see `PostChecker.memory_queries`)."""
