@@ -51,18 +51,17 @@ def test_decision_layer_gets_at_least_90_percent_of_scenarios_right(reflector, m
 
 
 @pytest.mark.parametrize(
-    ("text", "out"),
+    ("text", "named"),
     [
-        ("What's the best smartphone to buy?", True),
-        ("Can you look it up on the internet?", True),
-        ("Which car should I drive?", True),
-        ("What's on the menu tonight?", False),
-        ("How are you today?", False),
-        ("I saw a train of wagons on the road.", False),  # not a question
+        ("What's the best smartphone to buy?", "smartphones"),
+        ("Can you look it up on the internet?", "the internet"),
+        ("Which car should I drive?", "cars"),
+        ("What's on the menu tonight?", None),
+        ("I saw a train of wagons on the road.", None),  # not a question
     ],
 )
-def test_knowledge_boundary(reflector, text, out):
-    assert reflector.boundary.check(text, MIRA).out_of_domain is out
+def test_the_cards_own_list_is_always_honoured(reflector, text, named):
+    assert reflector.boundary.named(text, MIRA) == named
 
 
 def test_emotion_is_a_trained_reading_not_keywords(reflector):
