@@ -114,7 +114,7 @@ def test_hotpot_recall_reaches_the_prompt_and_cools_down(parts):
     pipeline = _pipeline(generator, parts)
     first = _turn(pipeline, "I've been craving hotpot lately.")[-1].result
     assert first.strategy == "recall" and first.decision.recall[0].type == "health"
-    assert first.memories_used == [first.decision.recall[0].event_id]
+    assert first.memories_used[0] == first.decision.recall[0].event_id  # the health concern first
     assert "sensitive stomach" in generator.prompts[0][-2]["content"]
     second = _turn(pipeline, "Maybe some spicy dumplings then?")[-1].result
     health_id = first.decision.recall[0].event_id

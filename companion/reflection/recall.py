@@ -96,24 +96,39 @@ def choose_recall(
         )
         scored.append((score * fresh, fresh, hit, reason))
     scored.sort(key=lambda item: item[0], reverse=True)
-    chosen: list[RecallChoice] = []
-    for value, fresh, hit, reason in scored:
-        bar = threshold if not chosen else second_threshold
-        if supporting and str(hit.event.type) in SUPPORT_TYPES:
-            bar *= 0.7
-        if asked_to_remember and not chosen and fresh:
-            bar = 0.0
-        if value < bar or not fresh or (chosen and chosen[0].type == str(hit.event.type)):
-            continue
-        chosen.append(
-            RecallChoice(
-                event_id=hit.event.id,
-                type=str(hit.event.type),
-                content=hit.event.content,
-                value=value,
-                reason=reason,
-            )
+
+    def bar(hit: ScoredEvent, first: bool) -> float:
+        if first and asked_to_remember:
+            return 0.0
+        value = threshold if first else second_threshold
+        return value * 0.7 if supporting and str(hit.event.type) in SUPPORT_TYPES else value
+
+    # First: of the memories that clear the bar, the kind that matters most when it comes back
+    # up (a sensitive stomach before a taste for spicy food), then the best scored.
+    eligible = [item for item in scored if item[1] and item[0] >= bar(item[2], True)]
+    eligible.sort(key=lambda item: (TYPE_WEIGHT.get(str(item[2].event.type), 0.5), item[0]), reverse=True)
+    if not eligible:
+        return []
+
+    def choice(item) -> RecallChoice:
+        value, _, hit, reason = item
+        return RecallChoice(
+            event_id=hit.event.id,
+            type=str(hit.event.type),
+            content=hit.event.content,
+            value=value,
+            reason=reason,
         )
-        if len(chosen) == 2:
-            break
+
+    chosen = [choice(eligible[0])]
+    second = next(
+        (
+            item
+            for item in scored
+            if item[1] and str(item[2].event.type) != chosen[0].type and item[0] >= bar(item[2], False)
+        ),
+        None,
+    )
+    if second is not None:
+        chosen.append(choice(second))
     return chosen
