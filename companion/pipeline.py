@@ -27,7 +27,7 @@ from companion.memory_writer import MemoryWriter
 from companion.prompting import build_messages, persona_system_prompt, with_correction
 from companion.protocols import Generator
 from companion.reflection import Decision, PostCheck, Reflector, correction, guidance
-from companion.reflection.guidance import recall_line, refusal_line
+from companion.reflection.guidance import memory_line, recall_line, refusal_line
 from companion.reflection.postcheck import BREAKS_CHARACTER
 from memory.events import MemoryEvent, Turn
 from memory.protocols import MemoryStore
@@ -258,7 +258,10 @@ class TurnPipeline:
             trim=drafting.summary.finish_reason == "length",
             recall_threshold=self.reflector.config.recall_threshold,
         )
-        ignored = any(f.kind == "ignored_recall" for f in last.flags) and "recall_question" not in fallbacks
+        ignored = any(f.kind == "ignored_recall" for f in last.flags) and not {
+            "recall_question",
+            "memory_answer",
+        } & set(fallbacks)
         memories_used = [] if ignored else [c.event_id for c in decision.recall]
         npc_turn = Turn(role="npc", text=final)
         await self._remember(
@@ -338,9 +341,10 @@ def _finalize(
 
     A small backbone may ignore guidance twice; the decision is kept anyway: an unfinished
     last sentence is cut, sentences that break character are dropped, an out-of-world
-    explanation becomes an in-character refusal, and a left-out memory is asked about
-    when it cleared the full recall bar (not one lowered for a supporting or "do you
-    remember" turn, where the model's own words are safer than a forced question).
+    explanation becomes an in-character refusal, a left-out memory is asked about when it
+    cleared the full recall bar (not one lowered for a supporting turn, where the model's own
+    words are safer than a forced question), and a player who asked what the character
+    remembers is told ("I remember that you ...").
     """
     kinds = {f.kind for f in check.flags}
     sentences = [s for s in re.split(r"(?<=[.!?])\s+", draft.strip()) if s]
@@ -352,7 +356,10 @@ def _finalize(
         fallbacks.append("dropped_out_of_character")
     if "answered_out_of_domain" in kinds:
         return refusal_line(decision.refuse_topic, persona), [*fallbacks, "in_character_refusal"]
-    if "ignored_recall" in kinds and decision.recall and decision.recall[0].value >= recall_threshold:
+    if "ignored_recall" in kinds and decision.recall and decision.asked_to_remember:
+        sentences.append(memory_line(decision.recall[0].content))
+        fallbacks.append("memory_answer")
+    elif "ignored_recall" in kinds and decision.recall and decision.recall[0].value >= recall_threshold:
         sentences.append(recall_line(decision.recall[0].content))
         fallbacks.append("recall_question")
     text = " ".join(sentences)

@@ -136,3 +136,19 @@ def test_guidance_speaks_to_the_player_and_correction_names_the_fix(reflector):
     assert "smartphones" in refuse and "Mira" in refuse
     fix = correction(reflector.after("As an AI, I can't.", decision=_decision(), known=[]), MIRA)
     assert "not an AI" in fix
+
+
+@pytest.mark.parametrize(
+    ("fact", "said"),
+    [
+        ("The player works night shifts at the hospital.", "you work night shifts at the hospital"),
+        ("The player always carries a sword.", "you always carry a sword"),
+        ("The player watches birds.", "you watch birds"),
+        ("The player has a really sensitive stomach.", "you have a really sensitive stomach"),
+        ("The player's sister Anna lives by the sea.", "your sister Anna lives by the sea"),
+    ],
+)
+def test_a_fact_is_said_back_to_the_player_in_the_second_person(fact, said):
+    from companion.reflection.guidance import second_person
+
+    assert second_person(fact) == said

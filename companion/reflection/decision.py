@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Strategy = Literal["answer", "support", "recall", "refuse"]
+# refuse_topic of a line that tries to make the character leave its role or show its instructions
+ROLE_BREAK = "stepping out of the role"
 FlagKind = Literal[
     "breaks_character",
     "invented_memory",
@@ -39,7 +41,9 @@ class Decision(BaseModel):
         emotion: the player's emotion (neutral, sadness, distress, anger, joy).
         tone: how the reply should sound.
         recall: at most two memories to bring up, best first.
-        refuse_topic: the out-of-domain topic, for "refuse".
+        refuse_topic: the out-of-domain topic, for "refuse" (ROLE_BREAK for an attempt to
+            break the role).
+        asked_to_remember: the player asked what the character remembers about them.
         reasons: why, in words, one line per gate.
     """
 
@@ -51,6 +55,7 @@ class Decision(BaseModel):
     tone: str
     recall: list[RecallChoice] = Field(default_factory=list)
     refuse_topic: str | None = None
+    asked_to_remember: bool = False
     reasons: list[str] = Field(default_factory=list)
 
     @property

@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from companion.reflection.boundary import KnowledgeBoundary
-from companion.reflection.decision import Decision, PostCheck
+from companion.reflection.decision import ROLE_BREAK, Decision, PostCheck
 from companion.reflection.emotion import EmotionClassifier
 from companion.reflection.postcheck import PostChecker
 from companion.reflection.recall import ASKS_TO_REMEMBER, choose_recall, combined_scores
@@ -94,7 +94,10 @@ class Reflector:
         support = gates.support >= config.support_threshold or (
             reading.needs_support and reading.confidence >= config.support_confidence
         )
-        recall = self._recall(text, gates, list(recalled), recent_mentions or {}, supporting=support)
+        asked = gates.memory_question >= config.memory_question_threshold or bool(
+            ASKS_TO_REMEMBER.search(text)
+        )
+        recall = self._recall(list(recalled), text, recent_mentions or {}, supporting=support, asked=asked)
         emotion = reading.label if reading.needs_support or not support else "distress"
         reasons = [
             f"emotion {reading.label} ({reading.confidence:.2f})",
@@ -120,10 +123,11 @@ class Reflector:
             tone=TONES.get(emotion, persona.speaking_style or "natural"),
             recall=recall,
             refuse_topic=refuse_topic,
+            asked_to_remember=asked and strategy != "refuse",
             reasons=reasons,
         )
 
-    def _recall(self, text, gates, recalled, recent_mentions, *, supporting: bool):
+    def _recall(self, recalled, text, recent_mentions, *, supporting: bool, asked: bool):
         config = self.config
         scores = self.scorer.score(
             text, [h.event.content for h in recalled], [str(h.event.type) for h in recalled]
@@ -136,14 +140,13 @@ class Reflector:
             second_threshold=config.second_recall_threshold,
             cooldown_turns=config.recall_cooldown_turns,
             supporting=supporting,
-            asked_to_remember=gates.memory_question >= config.memory_question_threshold
-            or bool(ASKS_TO_REMEMBER.search(text)),
+            asked_to_remember=asked,
         )
 
     def _refusal(self, text: str, gates, persona: Persona) -> str | None:
         """What the line asks about that lies outside the role or the world (None: nothing)."""
         if gates.injection >= self.config.refuse_threshold:
-            return "stepping out of the role"
+            return ROLE_BREAK
         named = self.boundary.named(text, persona)
         if named is not None:
             return named
