@@ -27,7 +27,9 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-SET = Path(__file__).resolve().parents[1] / "training" / "evaluation" / "data" / "extraction_heldout.yaml"
+DATA = Path(__file__).resolve().parents[1] / "training" / "evaluation" / "data"
+SET = DATA / "extraction_heldout.yaml"
+DEV_SET = DATA / "extraction_dev.yaml"  # what the rules are developed against
 SAID_AT = datetime(2023, 5, 14, 12, tzinfo=UTC)
 NEEDS_RESOLVING = ("pronoun", "relative_date")
 
@@ -94,13 +96,16 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--misses", action="store_true", help="print each missed fact and invented event")
+    parser.add_argument(
+        "--set", choices=["heldout", "dev"], default="heldout", help="dev: the rules' own lines"
+    )
     args = parser.parse_args()
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from memory.embedding import MiniLMEmbedder
     from memory.events import Turn
     from memory.fast_summarizer import FastSummarizer
 
-    items = yaml.safe_load(SET.read_text(encoding="utf-8"))
+    items = yaml.safe_load((SET if args.set == "heldout" else DEV_SET).read_text(encoding="utf-8"))
     summarizer = FastSummarizer(MiniLMEmbedder(cache_size=0))
     summarizer.summarize_sync(
         [Turn(role="player", text="I have a dog.", at=SAID_AT)], npc_name="Mira"
@@ -115,7 +120,7 @@ def main() -> None:
         scores.append(score_line(item, [d.content for d in drafts]))
     result = summary(scores)
     print(
-        f"fast summarizer on {result['lines']} held-out lines ({result['facts']} facts, {result['events']} events)"
+        f"fast summarizer on {result['lines']} {args.set} lines ({result['facts']} facts, {result['events']} events)"
     )
     print(f"fact recall {result['fact_recall']:.1f}%   invented {result['invented']:.1f}% of events   "
           f"resolved (pronouns, relative dates) {result['resolved']:.1f}%")  # fmt: skip

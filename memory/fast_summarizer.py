@@ -16,7 +16,7 @@ from memory.classifier import EmbeddingClassifier
 from memory.dates import resolve_relative_dates
 from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
 from memory.protocols import Embedder
-from memory.rewrite import detect_slot, to_third_person
+from memory.rewrite import PAST_IRREGULAR, detect_slot, to_third_person
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "fast_summarizer.npz"
 NONE = "none"
@@ -31,15 +31,85 @@ _INTENSE = re.compile(
 _FIRST_PERSON = re.compile(r"\b(i|i'm|i've|i'll|i'd|my|me|we|we're|our|us|mine|myself)\b", re.I)
 
 
+# "My wife and I are renovating": one subject, not two clauses (the mark keeps _CLAUSE off it)
+_COMPOUND_SUBJECT = re.compile(
+    r"\b((?:[Mm]y|[Oo]ur) (?:(?!(?:is|are|was|were|has|have|had|and|[\w'-]+ed)\b)[\w'-]+ ){1,3}?and) I\b"
+)
+_KEEP = "\u2060"
+_DETERMINERS = frozenset({"my", "our", "his", "her", "their", "a", "an", "the"})
+# words that end a noun phrase: prepositions, time words, verbs a noun phrase is followed by
+_PHRASE_END = frozenset(
+    "in on at to for with from by of about and but so last this next every each all since when while who "
+    "that which is are was were has have had lives loves works moved died taught had got named called".split()
+)
+_OBJECT_PRONOUN = re.compile(r"\b(it|him|her)\b(?:\s+(?P<next>[\w'-]+))?", re.IGNORECASE)
+
+
 def split_sentences(text: str) -> list[str]:
     """Splits a player's message into statements: sentences (. ! ? then a capital), and
-    clauses joined by "and", "but"... that start again with I or my."""
+    clauses joined by "and", "but"... that start again with I or my. A clause's "it", "him" or
+    "her" becomes what the clause before it named ("I bought a tent and I'm taking it" ->
+    "I'm taking the tent")."""
     out = []
     for sentence in _SENTENCE_END.split(text.strip()):
-        pieces = [p.strip(" ,;") for p in _CLAUSE.split(sentence)]
+        sentence = _COMPOUND_SUBJECT.sub(lambda m: f"{m.group(1)} I{_KEEP}", sentence)
+        pieces = [p.strip(" ,;").replace(_KEEP, "") for p in _CLAUSE.split(sentence)]
         pieces = [p[:1].upper() + p[1:] for p in pieces if p]
+        pieces = pieces[:1] + [
+            _resolve_pronouns(before, p) for before, p in zip(pieces, pieces[1:], strict=False)
+        ]
         out += [p if p[-1] in ".!?" else p + "." for p in pieces[:-1]] + pieces[-1:]
     return out
+
+
+_PREPOSITION = re.compile(
+    r"\b(?:in|on|at|to|into|from|under|near|by|behind|above|below|inside|over)\s+$", re.I
+)
+
+
+def _noun_phrases(clause: str) -> list[str]:
+    """The clause's noun phrases ("a new bike", "my mother"), those after a preposition ("in the
+    attic") last: "it" means the thing, not the place."""
+    phrases, places = [], []
+    words = [(m.group(0), m.start()) for m in re.finditer(r"[\w'-]+", clause)]
+    for i, (word, start) in enumerate(words):
+        if word.lower() not in _DETERMINERS:
+            continue
+        kept = [word]
+        for following, _ in words[i + 1 : i + 4]:
+            low = following.lower()
+            if low in _PHRASE_END or low in PAST_IRREGULAR or low in _DETERMINERS or low.endswith("ed"):
+                break
+            kept.append(following)
+        if len(kept) > 1:
+            place = _PREPOSITION.search(clause[:start])
+            (places if place else phrases).append(" ".join(kept))
+    return places + phrases
+
+
+def _resolve_pronouns(before: str, clause: str) -> str:
+    """ "it" -> the last thing the clause before named; "him"/"her" -> the first person it named
+    ("my X"); a possessive "her" -> "my X's". Articles become "the": a tent -> the tent."""
+    phrases = _noun_phrases(before)
+    if not phrases:
+        return clause
+    people = [p for p in phrases if p.lower().startswith(("my ", "our "))]
+
+    def named(match: re.Match) -> str:
+        pronoun, following = match.group(1).lower(), match.group("next")
+        if pronoun == "it":
+            target = phrases[-1]
+        elif people:
+            target = people[0]
+        else:
+            return match.group(0)
+        target = re.sub(r"^(?:a|an)\s", "the ", target, flags=re.IGNORECASE)
+        target = target[:1].lower() + target[1:]
+        possessive = pronoun == "her" and following and following.lower() not in _PHRASE_END
+        tail = f" {following}" if following else ""
+        return f"{target}'s{tail}" if possessive else f"{target}{tail}"
+
+    return _OBJECT_PRONOUN.sub(named, clause)
 
 
 class FastSummarizer:

@@ -13,7 +13,7 @@ import re
 _MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "did", "was", "had"}
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "'m": "is", "'ve": "has", "'ll": "will",
               "'d": "would", "don't": "doesn't", "haven't": "hasn't", "am not": "is not"}  # fmt: skip
-_PAST_IRREGULAR = {
+PAST_IRREGULAR = {
     "was", "had", "did", "got", "went", "gave", "lost", "broke", "won", "moved", "made", "took", "saw", "met",
     "left", "fell", "found", "brought", "told", "sold", "bought", "grew", "felt", "kept", "came", "ran", "hurt",
     "put", "quit", "cut", "thought", "swam", "sang", "fought", "caught", "taught", "threw", "wrote", "rode", "ate",
@@ -21,17 +21,17 @@ _PAST_IRREGULAR = {
     "lent", "forgot", "understood", "shot", "hid", "fed", "led", "bit", "dug", "drove", "flew", "forgave", "froze",
     "hung", "knew", "lit", "meant", "rang", "rose", "shook", "sank", "sat", "spoke", "stood", "struck", "swore",
     "tore", "woke", "wore", "wept", "beat", "bet", "chose", "drew", "dreamt", "let", "set", "shut", "split",
-    "spread", "sprained", "adopted", "survived", "passed", "used",
+    "spread", "sprained", "adopted", "survived", "passed", "used", "burnt", "learnt", "spilt", "spelt", "smelt",
 }  # fmt: skip
 _PRONOUNS = [
     (r"\bmyself\b", "themselves"),
     (r"\bmine\b", "theirs"),
     (r"\bmy\b", "the player's"),
     (r"\bme\b", "them"),
-    (r"\bwe're\b", "the player and {npc} are"),
-    (r"\bwe've\b", "the player and {npc} have"),
-    (r"\bwe\b", "the player and {npc}"),
-    (r"\bus\b", "the player and {npc}"),
+    (r"\bwe're\b", "the player and {we} are"),
+    (r"\bwe've\b", "the player and {we} have"),
+    (r"\bwe\b", "the player and {we}"),
+    (r"\bus\b", "the player and {we}"),
     (r"\bour\b", "their"),
     (r"\byourself\b", "{npc}"),
     (r"\byours\b", "{npc_pos}"),
@@ -45,7 +45,7 @@ _ADVERBS = (
 )
 _I_VERB = re.compile(
     rf"\bI(?P<contraction>'m|'ve|'ll|'d)?(?!\w)(?P<adverb>\s+(?:{_ADVERBS}))?"
-    r"(?:\s+(?P<neg>am not|don't|haven't)|\s+(?P<verb>[a-z]+))?"
+    r"(?:\s+(?P<neg>am not|don't|haven't)|\s+(?P<verb>[a-z]+n't|[a-z]+))?"
 )
 _LEADING_FILLER = re.compile(
     r"^(?:(?:well|oh|honestly|so|actually|you know|by the way|anyway|um|uh|haha|lol|hey)[,!.]?\s+"
@@ -58,7 +58,7 @@ _TRAILING_TAG = re.compile(r",?\s*(?:remember|right|you know)\s*[?!.]*$", re.I)
 def _third_person_verb(verb: str) -> str:
     if verb in _IRREGULAR:
         return _IRREGULAR[verb]
-    if verb in _MODALS or verb in _PAST_IRREGULAR or verb.endswith("ed") or verb.endswith("n't"):
+    if verb in _MODALS or verb in PAST_IRREGULAR or verb.endswith("ed") or verb.endswith("n't"):
         return verb
     if re.search(r"(s|sh|ch|x|z|o)$", verb):
         return verb + "es"
@@ -67,14 +67,22 @@ def _third_person_verb(verb: str) -> str:
     return verb + "s"
 
 
+_ADDRESSES_NPC = re.compile(r"^\s*remember\b|\byou\b|\byour\b", re.IGNORECASE)
+
+
 def to_third_person(sentence: str, npc_name: str | None = None) -> str:
     """A third-person fact about "the player" from a first-person sentence.
+
+    "We" is the player and the NPC only when the sentence speaks to the NPC ("remember when we
+    ...", "we ... you"); otherwise it is the player and others ("We adopted a greyhound" is not a
+    shared history with the character).
 
     Args:
         sentence: one sentence the player said.
         npc_name: who "you" is; "the NPC" when unknown.
     """
     npc = npc_name or "the NPC"
+    we = npc if _ADDRESSES_NPC.search(sentence) else "others"
     npc_pos = f"{npc}'s"
     text = _LEADING_FILLER.sub("", sentence.strip())
     text = _TRAILING_TAG.sub("", text)
@@ -88,13 +96,15 @@ def to_third_person(sentence: str, npc_name: str | None = None) -> str:
             return "the player " + _IRREGULAR[contraction] + adverb + rest
         if neg:
             return "the player" + adverb + " " + _IRREGULAR[neg]
+        if verb and re.search(r"\band\s*$", match.string[: match.start()], re.IGNORECASE):
+            return "the player" + adverb + " " + verb  # "my wife and I are": a plural subject
         if verb:
             return "the player" + adverb + " " + _third_person_verb(verb)
         return "the player" + adverb
 
     text = _I_VERB.sub(subject, text)
     for pattern, replacement in _PRONOUNS:
-        text = re.sub(pattern, replacement.format(npc=npc, npc_pos=npc_pos), text, flags=re.IGNORECASE)
+        text = re.sub(pattern, replacement.format(npc=npc, npc_pos=npc_pos, we=we), text, flags=re.IGNORECASE)
     first = text.lower().find("the player")
     if first != -1:  # "The player worries about their brother", not "...about the player's brother"
         head, tail = text[: first + len("the player")], text[first + len("the player") :]

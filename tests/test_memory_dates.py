@@ -22,6 +22,12 @@ MONDAY = datetime(2023, 5, 8, 13, 56, tzinfo=UTC)
         ("We go camping this weekend.", "We go camping this weekend (13 May 2023)."),
         ("In 3 days I turn 30.", "In 3 days (11 May 2023) I turn 30."),
         ("My exam is in December, next year.", "My exam is in December, next year (2024)."),
+        # "on Friday" by the tense: the coming one, or the one gone by
+        ("See you on Friday.", "See you on Friday (12 May 2023)."),
+        ("I sold my bike on Friday.", "I sold my bike on Friday (5 May 2023)."),
+        ("The surgery is booked on Monday.", "The surgery is booked on Monday (15 May 2023)."),
+        ("I burnt my hand this morning.", "I burnt my hand this morning (8 May 2023)."),
+        ("Last night I couldn't sleep.", "Last night (7 May 2023) I couldn't sleep."),
     ],
 )
 def test_relative_dates_get_the_date_they_mean(said, stored):
@@ -33,7 +39,6 @@ def test_relative_dates_get_the_date_they_mean(said, stored):
     [
         "I have a test next Friday.",
         "We go camping next weekend.",
-        "See you on Friday.",
         "Back in the day I sang.",
     ],
 )

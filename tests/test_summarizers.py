@@ -187,3 +187,45 @@ def test_generative_summarizer_on_the_default_backbone_returns_only_valid_events
     drafts = asyncio.run(summarizer.summarize([Turn(role="player", text="I'm allergic to peanuts.")]))
     backbone.close()
     assert all(str(d.type) in EVENT_TYPES and 1 <= d.importance <= 10 for d in drafts)
+
+
+@pytest.mark.parametrize(
+    ("said", "statements"),
+    [
+        ("My wife and I are renovating a farmhouse.", ["My wife and I are renovating a farmhouse."]),
+        (
+            "I bought a tent and I'm taking it to the festival.",
+            ["I bought a tent.", "I'm taking the tent to the festival."],
+        ),
+        (
+            "I found a guitar in the attic and I play it daily.",
+            ["I found a guitar in the attic.", "I play the guitar daily."],
+        ),
+        (
+            "My mother lives in Oslo, and I visit her every summer.",
+            ["My mother lives in Oslo.", "I visit my mother every summer."],
+        ),
+        (
+            "My aunt is a painter and I sit for her portraits.",
+            ["My aunt is a painter.", "I sit for my aunt's portraits."],
+        ),
+        ("I love spicy food, and I have a dog.", ["I love spicy food.", "I have a dog."]),
+    ],
+)
+def test_clauses_keep_a_shared_subject_and_say_what_it_means(said, statements):
+    assert split_sentences(said) == statements
+
+
+@pytest.mark.parametrize(
+    ("sentence", "fact"),
+    [
+        (
+            "My wife and I are renovating a farmhouse.",
+            "The player's wife and the player are renovating a farmhouse.",
+        ),
+        ("We adopted a greyhound last spring.", "The player and others adopted a greyhound last spring."),
+        ("Last night I couldn't sleep.", "Last night the player couldn't sleep."),
+    ],
+)
+def test_we_is_not_a_history_shared_with_the_character_unless_said_to_it(sentence, fact):
+    assert to_third_person(sentence, "Mira") == fact
