@@ -87,15 +87,7 @@ def choose_recall(
         asked_to_remember: the player asks what the character remembers: the best fresh
             memory is brought up whatever its value.
     """
-    scored = []
-    for hit, score in zip(recalled, scores, strict=True):
-        event = hit.event
-        fresh = novelty(recent_mentions.get(event.id), cooldown_turns)
-        reason = f"{event.type} memory, scored {score:.2f}" + (
-            "" if fresh else f", mentioned {recent_mentions[event.id]} turns ago"
-        )
-        scored.append((score * fresh, fresh, hit, reason))
-    scored.sort(key=lambda item: item[0], reverse=True)
+    scored = _with_novelty(recalled, scores, recent_mentions, cooldown_turns)
 
     def bar(hit: ScoredEvent, first: bool) -> float:
         if first and asked_to_remember:
@@ -110,17 +102,7 @@ def choose_recall(
     if not eligible:
         return []
 
-    def choice(item) -> RecallChoice:
-        value, _, hit, reason = item
-        return RecallChoice(
-            event_id=hit.event.id,
-            type=str(hit.event.type),
-            content=hit.event.content,
-            value=value,
-            reason=reason,
-        )
-
-    chosen = [choice(eligible[0])]
+    chosen = [_choice(eligible[0])]
     second = next(
         (
             item
@@ -130,5 +112,25 @@ def choose_recall(
         None,
     )
     if second is not None:
-        chosen.append(choice(second))
+        chosen.append(_choice(second))
     return chosen
+
+
+def _with_novelty(recalled, scores, recent_mentions, cooldown_turns: int) -> list[tuple]:
+    """(value x novelty, novelty, hit, reason) for each memory, best first."""
+    scored = []
+    for hit, score in zip(recalled, scores, strict=True):
+        event = hit.event
+        fresh = novelty(recent_mentions.get(event.id), cooldown_turns)
+        reason = f"{event.type} memory, scored {score:.2f}" + (
+            "" if fresh else f", mentioned {recent_mentions[event.id]} turns ago"
+        )
+        scored.append((score * fresh, fresh, hit, reason))
+    return sorted(scored, key=lambda item: item[0], reverse=True)
+
+
+def _choice(item: tuple) -> RecallChoice:
+    value, _, hit, reason = item
+    return RecallChoice(
+        event_id=hit.event.id, type=str(hit.event.type), content=hit.event.content, value=value, reason=reason
+    )
