@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from itertools import pairwise
 from pathlib import Path
 
 from memory.classifier import EmbeddingClassifier
@@ -40,7 +41,7 @@ _DETERMINERS = frozenset({"my", "our", "his", "her", "their", "a", "an", "the"})
 # words that end a noun phrase: prepositions, time words, verbs a noun phrase is followed by
 _PHRASE_END = frozenset(
     "in on at to for with from by of about and but so last this next every each all since when while who "
-    "that which is are was were has have had lives loves works moved died taught had got named called".split()
+    "that which is are was were has have had lives loves works moved died taught got named called".split()
 )
 _OBJECT_PRONOUN = re.compile(r"\b(it|him|her)\b(?:\s+(?P<next>[\w'-]+))?", re.IGNORECASE)
 
@@ -55,9 +56,7 @@ def split_sentences(text: str) -> list[str]:
         sentence = _COMPOUND_SUBJECT.sub(lambda m: f"{m.group(1)} I{_KEEP}", sentence)
         pieces = [p.strip(" ,;").replace(_KEEP, "") for p in _CLAUSE.split(sentence)]
         pieces = [p[:1].upper() + p[1:] for p in pieces if p]
-        pieces = pieces[:1] + [
-            _resolve_pronouns(before, p) for before, p in zip(pieces, pieces[1:], strict=False)
-        ]
+        pieces = pieces[:1] + [_resolve_pronouns(before, p) for before, p in pairwise(pieces)]
         out += [p if p[-1] in ".!?" else p + "." for p in pieces[:-1]] + pieces[-1:]
     return out
 

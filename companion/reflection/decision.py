@@ -27,7 +27,9 @@ class RecallChoice(BaseModel):
     event_id: str
     type: str
     content: str
-    value: float = Field(description="the recall scorer's probability x novelty, in [0, 1]")
+    value: float = Field(
+        description="the better of the recall scorer's probability and rescaled search relevance, x novelty, in [0, 1]"
+    )
     reason: str
 
 

@@ -4,8 +4,10 @@ Cosine similarity misses implications ("allergic to shellfish" / "garlic shrimp"
 "a broken wrist" / "arm-wrestling" 0.20). The scorer is a small perceptron over the pair's
 sentence embeddings (their product and difference, so it learns which directions of meaning go
 together) and the memory's type, trained on fact kinds and later lines that imply them
-(`training/data/reflection_bank.yaml`). It scores the candidates memory search returns, in
-well under a millisecond; the embeddings are the ones search already computed (cached).
+(`training/data/reflection_bank.yaml`). On fact kinds it never saw it ranks pairs no better than
+cosine (AUC 0.86 against 0.87); what it adds is a calibrated bar per type. It scores the
+candidates memory search returns in well under a millisecond once their texts are embedded
+(the line's embedding is the one search computed; each memory's is computed once, then cached).
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.reflection.small_mlp import SmallMLP
+from companion.reflection.small_mlp import RETRAIN, SmallMLP
 from memory.events import EVENT_TYPES
 from memory.protocols import Embedder
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "recall_scorer.npz"
-RETRAIN = "python -m training.classifiers.reflection"
 
 
 def pair_features(line: np.ndarray, memories: np.ndarray, types: Sequence[str]) -> np.ndarray:

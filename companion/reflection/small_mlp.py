@@ -12,6 +12,8 @@ import numpy as np
 
 from memory.errors import SummarizerWeightsError
 
+RETRAIN = "python -m training.classifiers.reflection"  # rebuilds every reflection gate's weights
+
 
 class SmallMLP:
     """sigmoid(w2 · relu(w1 · x + b1) + b2), one independent probability per output.

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from companion.reflection.small_mlp import SmallMLP
+from companion.reflection.small_mlp import RETRAIN, SmallMLP
 from memory.errors import SummarizerWeightsError
 from memory.protocols import Embedder
 from persona_adapters import Persona
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[1] / "weights" / "strategy.npz"
-RETRAIN = "python -m training.classifiers.reflection"
 GATES = ("support", "out_of_world", "injection", "memory_question")
 
 

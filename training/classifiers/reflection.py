@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ import torch
 from companion.reflection.recall_scorer import WEIGHTS_PATH as RECALL_WEIGHTS
 from companion.reflection.recall_scorer import pair_features
 from companion.reflection.small_mlp import save_mlp
-from companion.reflection.strategy import GATES, setting_text, strategy_features
+from companion.reflection.strategy import GATES, persona_setting, strategy_features
 from companion.reflection.strategy import WEIGHTS_PATH as STRATEGY_WEIGHTS
 from memory.embedding import MiniLMEmbedder
 from memory.events import Turn
@@ -49,6 +50,10 @@ def recall_pairs(summarizer: FastSummarizer, split: bank.Split, *, negatives: in
     distress: dict[str, list[str]] = {}
     for kind, line in bank.distress_triggers(split):
         distress.setdefault(kind.id, []).append(line)
+    others_of = {
+        group: [line for k in kinds if k.group != group for line in k.triggers]
+        for group in {k.group for k in kinds}
+    }
     rows = []
     for kind in kinds:
         if stored[kind.id] is None:
@@ -56,7 +61,7 @@ def recall_pairs(summarizer: FastSummarizer, split: bank.Split, *, negatives: in
         content, kind_type = stored[kind.id]
         for line in (*kind.triggers, *distress.get(kind.id, ()), kind.fact):
             rows.append((content, kind_type, line, 1.0))
-        others = [line for k in kinds if k.group != kind.group for line in k.triggers]
+        others = others_of[kind.group]
         for line in rng.sample(others, min(len(others), negatives)) + rng.sample(
             plain, min(len(plain), negatives // 2)
         ):
@@ -78,14 +83,7 @@ def _embedded(embedder, texts):
 
 
 def settings_texts() -> dict[str, str]:
-    out = {}
-    for s in bank.settings():
-        if s.persona:
-            persona = get_persona(s.persona)
-            out[s.id] = setting_text(persona.description, persona.knowledge_domain)
-        else:
-            out[s.id] = s.text
-    return out
+    return {s.id: persona_setting(get_persona(s.persona)) if s.persona else s.text for s in bank.settings()}
 
 
 def strategy_rows(
@@ -172,8 +170,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--epochs", type=int, default=400)
     parser.add_argument("--negatives", type=int, default=12, help="negative lines per fact")
-    parser.add_argument("--recall-out", type=_path, default=RECALL_WEIGHTS)
-    parser.add_argument("--strategy-out", type=_path, default=STRATEGY_WEIGHTS)
+    parser.add_argument("--recall-out", type=Path, default=RECALL_WEIGHTS)
+    parser.add_argument("--strategy-out", type=Path, default=STRATEGY_WEIGHTS)
     args = parser.parse_args(argv)
     epochs = 20 if args.smoke else args.epochs
     started = time.perf_counter()
@@ -200,12 +198,6 @@ def main(argv: list[str] | None = None) -> None:
     counts = ", ".join(f"{g} {int(n)}" for g, n in zip(GATES, y.sum(axis=0), strict=True))
     print(f"strategy model: {len(rows)} rows ({counts} positive) -> {args.strategy_out}")
     print(f"trained in {time.perf_counter() - started:.1f} s")
-
-
-def _path(value: str):
-    from pathlib import Path
-
-    return Path(value)
 
 
 if __name__ == "__main__":
