@@ -112,7 +112,10 @@ class KeywordIndexes:
         got = {
             "ids": found["ids"],
             "metadatas": found["metadatas"],
-            "vectors": np.asarray(found["embeddings"], dtype=np.float32).reshape(len(found["ids"]), -1),
+            # a collection can exist with no events (all taken back): no rows, not a reshape error
+            "vectors": np.asarray(found["embeddings"], dtype=np.float32).reshape(len(found["ids"]), -1)
+            if found["ids"]
+            else np.zeros((0, 0), dtype=np.float32),
         }
         index = KeywordIndex([fact_key(event_of(m).content) for m in got["metadatas"]])
         with self._lock:

@@ -89,3 +89,15 @@ def test_the_keyword_indexes_stay_within_their_event_budget(tmp_path):
         store.add_sync(drafts, player_id=player, npc_id="m")
         assert store.search_sync("likes", player_id=player, npc_id="m", k=1)
     assert len(store._keywords._indexes) == 1  # 3 events each: only the latest collection fits in 5
+
+
+def test_a_player_whose_every_fact_was_taken_back_is_searched_without_error(tmp_path):
+    # The load script found this: 7 of 40 replies failed while a collection existed with no events.
+    store = ChromaMemoryStore.embedded(tmp_path, FakeMeaninglessEmbedder())
+    writes = store.add_sync(
+        [EventDraft(type="preference", content="The player loves herring.", importance=5)],
+        player_id="p",
+        npc_id="m",
+    )
+    assert store.retract_sync(writes, player_id="p", npc_id="m") == 1
+    assert store.search_sync("herring", player_id="p", npc_id="m") == []
