@@ -40,10 +40,12 @@ LINES = [
 PERSONAS = ["mira", "orla", "marlowe"]
 
 
-async def session(url: str, token: str, n: int, turns: int, results: list, errors: list) -> None:
+async def session(
+    url: str, token: str, n: int, turns: int, personas: list[str], results: list, errors: list
+) -> None:
     try:
         async with await CompanionClient.connect(
-            url, token=token, player_id=f"load-{n}", npc_id=PERSONAS[n % len(PERSONAS)]
+            url, token=token, player_id=f"load-{n}", npc_id=personas[n % len(personas)]
         ) as npc:
             for t in range(turns):
                 started, first, n_tokens = time.perf_counter(), None, 0
@@ -126,7 +128,7 @@ async def main_async(args) -> int:
     started = time.perf_counter()
     try:
         tasks = [
-            asyncio.create_task(session(url, token, n, args.turns, results, errors))
+            asyncio.create_task(session(url, token, n, args.turns, args.personas.split(","), results, errors))
             for n in range(args.sessions)
         ]
         done, pending = await asyncio.wait(tasks, timeout=args.timeout)
@@ -142,7 +144,7 @@ async def main_async(args) -> int:
     ttft = [r["ttft"] * 1000 for r in results]
     total = [r["total"] for r in results]
     tokens = sum(r["tokens"] for r in results)
-    print(f"sessions {args.sessions} x turns {args.turns} against {url} (loopback)")
+    print(f"sessions {args.sessions} x turns {args.turns} ({args.personas}) against {url} (loopback)")
     print(f"replies {len(results)} / {args.sessions * args.turns}, errors {len(errors)}, wall {wall:.1f} s")
     if results:
         print(
@@ -170,6 +172,11 @@ def main() -> int:
         "--engine",
         default="auto",
         help="COMPANION_ENGINE of the server this script starts (auto, llamacpp, hf)",
+    )
+    parser.add_argument(
+        "--personas",
+        default=",".join(PERSONAS),
+        help="comma-separated; session n talks to the n-th modulo their number (default: all three)",
     )
     parser.add_argument("--url", help="a running server's ws:// URL (loopback); default: start one")
     parser.add_argument("--token", help="its API key")

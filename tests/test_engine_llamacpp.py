@@ -98,6 +98,33 @@ def test_a_second_turn_reuses_the_cached_prefix(engine, registry):
     assert third.n_cached_tokens > 0.7 * third.n_prompt_tokens  # the persona's system prompt
 
 
+def test_more_players_of_one_persona_than_a_lane_holds_share_its_cached_prompt_across_lanes(engine, registry):
+    # 6 players, 4 slots a lane: the persona's second lane copies the first lane's cached system
+    # prompt (state copied between contexts) instead of prefilling it for each of its players.
+    lines = [f"I'm traveller number {n}. What's good tonight?" for n in range(6)]
+    asyncio.run(engine.generate(_messages(registry, "mira", "Evening!"), adapter="mira", params=GREEDY))
+    summaries = [GenerationSummary() for _ in lines]
+
+    async def all_at_once():
+        return await asyncio.gather(
+            *[
+                engine.generate(_messages(registry, "mira", line), adapter="mira", params=GREEDY, summary=s)
+                for line, s in zip(lines, summaries, strict=True)
+            ]
+        )
+
+    together = asyncio.run(all_at_once())
+    assert sum(lane.adapter == "mira" and lane.busy() is False for lane in engine._lanes) >= 2
+    assert all(s.n_cached_tokens > 0.7 * s.n_prompt_tokens for s in summaries), [
+        (s.n_cached_tokens, s.n_prompt_tokens) for s in summaries
+    ]
+    alone = [
+        asyncio.run(engine.generate(_messages(registry, "mira", line), adapter="mira", params=GREEDY))
+        for line in lines
+    ]
+    assert together == alone
+
+
 def test_a_consumer_that_leaves_stops_its_reply_and_queued_work_of_gone_clients_is_dropped(default_paths):
     engine = LlamaCppEngine.from_config(LlamaCppConfig(n_lanes=1, n_slots_per_lane=1))
     long = GenerationParams(max_new_tokens=64, min_new_tokens=64, temperature=0.0, repetition_penalty=1.0)

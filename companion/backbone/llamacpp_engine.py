@@ -7,8 +7,9 @@ persona adapter, sharing the model's weights, since llama.cpp applies a LoRA to 
 context (its own server likewise never batches two LoRA configurations together). A new
 request lands in the slot whose cached tokens share the longest prefix with its prompt:
 the same player's previous turn, or another player's slot of the same persona (copied),
-so the persona's system prompt is prefilled once per lane and each conversation's
-history once per conversation. A request that shares a prefix with a prompt still being
+or another lane of the same persona (its sequence state copied between contexts), so the
+persona's system prompt is prefilled once and each conversation's history once per
+conversation. A request that shares a prefix with a prompt still being
 prefilled waits for it and copies it. A consumer that stops reading is dropped at the
 next step, before any more of its prompt is prefilled.
 
@@ -353,6 +354,9 @@ class LlamaCppEngine:
             )
             if lane is None:
                 continue  # every lane is busy with other personas: wait for one to empty
+            donor = max(own, key=lambda other: other.cached_prefix(request.tokens), default=None)
+            if donor is not None and donor is not lane:
+                lane.adopt(donor, request.tokens)
             self._waiting.remove(request)
             lane.place(request)
 

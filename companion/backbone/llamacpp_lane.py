@@ -188,6 +188,34 @@ class Lane:
 
     # ---- placing a request ------------------------------------------------------------
 
+    def adopt(self, donor: Lane, tokens: list[int]) -> int:
+        """Copies into a free slot here the slot of `donor` (another context serving the same
+        adapter) that shares the longest prefix with `tokens`, when that saves more than
+        COPY_MIN tokens of prefill over what this lane holds. A persona's second lane then
+        starts from the first lane's cached system prompt instead of prefilling it again for
+        each of its players. Returns the tokens copied (0: nothing worth copying, or llama.cpp
+        refused, and the prompt is prefilled as before)."""
+        assert donor.adapter == self.adapter and donor is not self
+        source = max(donor.slots, key=lambda s: common_prefix(s.tokens, tokens))
+        if common_prefix(source.tokens, tokens) <= self.cached_prefix(tokens) + COPY_MIN:
+            return 0
+        free = self.free_slots()
+        if not free:
+            return 0
+        target = min(free, key=lambda s: (bool(s.tokens), s.last_used))  # empty, else least recently used
+        ll = self._ll
+        size = ll.llama_state_seq_get_size(donor.ctx, source.seq_id)
+        buf = (ctypes.c_uint8 * size)()
+        n = ll.llama_state_seq_get_data(donor.ctx, buf, size, source.seq_id)
+        ll.llama_memory_seq_rm(self.memory, target.seq_id, -1, -1)
+        target.tokens = []
+        if n == 0 or ll.llama_state_seq_set_data(self.ctx, buf, n, target.seq_id) == 0:
+            ll.llama_memory_seq_rm(self.memory, target.seq_id, -1, -1)
+            return 0
+        target.tokens = list(source.tokens)
+        target.last_used = time.perf_counter()
+        return len(target.tokens)
+
     def place(self, request: Request) -> None:
         """Puts `request` in the free slot that saves the most prefill (copying a busy slot's cache
         when that saves more)."""
