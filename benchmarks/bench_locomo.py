@@ -7,7 +7,8 @@ Reads ../shared/data/locomo/locomo-dev.json (LoCoMo, Maharana et al. 2024, CC BY
 read its README; never copied into this repository). Each conversation is ingested through
 the memory writer the server uses (`InProcessMemoryWriter`: the fast summarizer, then the
 Chroma store with consolidation): each speaker is the player of their own collection, the
-conversation is the NPC, one turn at a time, each turn dated by its session. Then every
+conversation is the NPC (named as the other speaker, as the server names the persona, so "you"
+is that speaker), one turn at a time, each turn dated by its session. Then every
 question of categories 1-4 searches the collections of the speakers it names (both when it
 names none), 10 events each, merged by score, best 10 kept.
 
@@ -100,8 +101,12 @@ async def ingest(conversations: list[Conversation], store, summarizer) -> tuple[
     for conversation in conversations:
         for t in conversation.turns:
             turn = Turn(id=t["id"], role="player", text=t["text"], at=t["at"])
+            other = next(s for s in conversation.speakers if s != t["speaker"])
             await writer.submit(
-                [turn], player_id=player_of(conversation, t["speaker"]), npc_id=conversation.sample_id
+                [turn],
+                player_id=player_of(conversation, t["speaker"]),
+                npc_id=conversation.sample_id,
+                npc_name=other,  # who "you" is, as the server passes the persona's name
             )
             n += 1
         await writer.drain()

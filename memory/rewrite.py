@@ -12,7 +12,8 @@ import re
 
 _MODALS = {"can", "could", "will", "would", "shall", "should", "may", "might", "must", "did", "was", "had"}
 _IRREGULAR = {"have": "has", "do": "does", "go": "goes", "am": "is", "'m": "is", "'ve": "has", "'ll": "will",
-              "'d": "would", "don't": "doesn't", "haven't": "hasn't", "am not": "is not"}  # fmt: skip
+              "'d": "would", "don't": "doesn't", "haven't": "hasn't", "am not": "is not",
+              "wanna": "wants to", "gotta": "has got to"}  # fmt: skip
 PAST_IRREGULAR = {
     "was", "had", "did", "got", "went", "gave", "lost", "broke", "won", "moved", "made", "took", "saw", "met",
     "left", "fell", "found", "brought", "told", "sold", "bought", "grew", "felt", "kept", "came", "ran", "hurt",
@@ -42,6 +43,9 @@ _PRONOUNS = [
 ]
 _ADVERBS = (
     r"just|really|also|always|never|still|already|finally|recently|actually|often|sometimes|usually|honestly"
+    r"|even|kinda|sorta|now"
+    # any other -ly word but the verbs that end so ("I totally agree", not "the player totallies agree")
+    r"|(?!(?:fly|apply|reply|rely|supply|comply|imply|multiply|rally|tally|bully|ally)\b)[a-z]+ly"
 )
 _I_VERB = re.compile(
     rf"\bI(?P<contraction>'m|'ve|'ll|'d)?(?!\w)(?P<adverb>\s+(?:{_ADVERBS}))?"
@@ -53,6 +57,17 @@ _LEADING_FILLER = re.compile(
     re.I,
 )
 _TRAILING_TAG = re.compile(r",?\s*(?:remember|right|you know)\s*[?!.]*$", re.I)
+_GREETING = r"(?:hey|hi|hello|thanks|thank you|yeah|yes|yep|wow|oh|aw+|sorry|congrats|ok|okay|haha|lol|no|well)"
+
+
+def without_address(sentence: str, name: str) -> str:
+    """`sentence` without the words that only address `name`: "Thanks, Nate! I ..." -> "I ...",
+    "I get it, Jon." -> "I get it." (otherwise the name is the fact's rarest word, and keyword
+    search brings back every "thanks, Jon" whenever Jon is named)."""
+    who = re.escape(name)
+    text = re.sub(rf"^(?:{_GREETING}[,!.]?\s+)*{who}\b[,!.]*\s*", "", sentence, flags=re.I)
+    text = re.sub(rf"^({_GREETING})[,!.]?\s+{who}\b[,!.]*\s*", "", text, flags=re.I)
+    return re.sub(rf",\s*{who}\s*([.!?]*)\s*$", r"\1", text, flags=re.I)
 
 
 def _third_person_verb(verb: str) -> str:
@@ -84,7 +99,8 @@ def to_third_person(sentence: str, npc_name: str | None = None) -> str:
     npc = npc_name or "the NPC"
     we = npc if _ADDRESSES_NPC.search(sentence) else "others"
     npc_pos = f"{npc}'s"
-    text = _LEADING_FILLER.sub("", sentence.strip())
+    text = without_address(sentence.strip(), npc_name) if npc_name else sentence.strip()
+    text = _LEADING_FILLER.sub("", text)
     text = _TRAILING_TAG.sub("", text)
     text = re.sub(r"\s+", " ", text)
 

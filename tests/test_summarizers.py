@@ -98,6 +98,14 @@ def test_one_message_with_two_facts_gives_two_events(minilm):
         ("My sister Isabel is getting married.", "The player's sister Isabel is getting married."),
         ("I have a dog named Iggy.", "The player has a dog named Iggy."),
         ("Ivan and I went fishing.", "Ivan and the player went fishing."),
+        # an adverb is not the verb ("the player totallies agree" before)
+        ("I totally agree with you.", "The player totally agrees with Mira."),
+        ("I wanna open a bakery.", "The player wants to open a bakery."),
+        ("I really rely on my brother.", "The player really relies on their brother."),
+        # words that only address the character are not part of the fact
+        ("Thanks, Mira! I finally passed my exam.", "The player finally passed their exam."),
+        ("I get it, Mira.", "The player gets it."),
+        ("Hey Mira, I was born in Lyon, France.", "The player was born in Lyon, France."),
     ],
 )
 def test_third_person_rewrite(sentence, fact):
