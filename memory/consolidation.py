@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from memory.config import MemoryConfig
-from memory.events import EventDraft, MemoryEvent, Turn, utcnow
+from memory.events import EventDraft, MemoryEvent, Turn, said_in, utcnow
 
 WriteAction = Literal["created", "merged", "superseded", "unchanged"]
 
@@ -64,6 +64,7 @@ def write_one(
                 "importance": max(old.importance, draft.importance),
                 "source_turn_ids": old.source_turn_ids
                 + [t for t in turn_ids if t not in old.source_turn_ids],
+                "said": said_in(turns, before=old.said),
             }
         )
         collection.update(ids=[merged.id], metadatas=[event_metadata(merged)])

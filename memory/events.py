@@ -90,6 +90,16 @@ class EventDraft(BaseModel):
         return value
 
 
+SAID_MAX_CHARS = 2000
+
+
+def said_in(turns: list[Turn], before: str = "") -> str:
+    """The player's lines among `turns` after `before`, cut to SAID_MAX_CHARS (NPC lines are not
+    the player's words)."""
+    said = " ".join([before, *(t.text for t in turns if t.role == "player" and t.text not in before)])
+    return " ".join(said.split())[:SAID_MAX_CHARS]
+
+
 class MemoryEvent(EventDraft):
     """A stored memory event (DESIGN §3)."""
 
@@ -97,6 +107,13 @@ class MemoryEvent(EventDraft):
     player_id: str = Field(min_length=1, max_length=128)
     npc_id: str = Field(min_length=1, max_length=128)
     source_turn_ids: list[str] = Field(default_factory=list)
+    said: str = Field(
+        default="",
+        max_length=SAID_MAX_CHARS,
+        description="the player's own words this fact came from; keyword search reads them beside "
+        "the fact, so a word the rewrite dropped (a name, a title, the thing a pronoun meant) still "
+        "finds it",
+    )
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     last_accessed_at: datetime | None = None
@@ -130,6 +147,7 @@ class MemoryEvent(EventDraft):
             player_id=player_id,
             npc_id=npc_id,
             source_turn_ids=[t.id for t in turns],
+            said=said_in(turns),
             created_at=at,
             updated_at=at,
             game_time=game_time,

@@ -71,15 +71,16 @@ class KeywordHit:
 
 class KeywordIndexes:
     """A BM25 index per collection, built from its events on first use and rebuilt when the
-    collection's size changes (a write or a delete, by this process or another).
+    collection's size changes (a write or a delete, by this process or another). An event's
+    terms are its fact's and those of the player's words it came from (`MemoryEvent.said`).
 
     Each index keeps its events' metadata and vectors, so a keyword-only candidate costs no
     Chroma call. A fact replaced by a newer one always comes with that newer event (the size
     changes), so `active` is never stale; a repeated fact's mention count and recency can lag
     until the next write.
 
-    Held in memory for at most `max_events` events in all (about 1.6 kB each with its
-    vector; least recently used collections dropped first); `forget(collection_ids)` drops
+    Held in memory for at most `max_events` events in all (about 2 kB each with its
+    vector and words; least recently used collections dropped first); `forget(collection_ids)` drops
     the indexes of hard-deleted collections at once.
     """
 
@@ -117,7 +118,8 @@ class KeywordIndexes:
             if found["ids"]
             else np.zeros((0, 0), dtype=np.float32),
         }
-        index = KeywordIndex([fact_key(event_of(m).content) for m in got["metadatas"]])
+        events = [event_of(m) for m in got["metadatas"]]
+        index = KeywordIndex([f"{fact_key(e.content)} {e.said}" for e in events])
         with self._lock:
             self._indexes[key] = (count, got, index)
             self._indexes.move_to_end(key)

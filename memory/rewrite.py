@@ -57,7 +57,9 @@ _LEADING_FILLER = re.compile(
     re.I,
 )
 _TRAILING_TAG = re.compile(r",?\s*(?:remember|right|you know)\s*[?!.]*$", re.I)
-_GREETING = r"(?:hey|hi|hello|thanks|thank you|yeah|yes|yep|wow|oh|aw+|sorry|congrats|ok|okay|haha|lol|no|well)"
+_GREETING = (
+    r"(?:hey|hi|hello|thanks|thank you|yeah|yes|yep|wow|oh|aw+|sorry|congrats|ok|okay|haha|lol|no|well)"
+)
 
 
 def without_address(sentence: str, name: str) -> str:

@@ -101,3 +101,19 @@ def test_a_player_whose_every_fact_was_taken_back_is_searched_without_error(tmp_
     )
     assert store.retract_sync(writes, player_id="p", npc_id="m") == 1
     assert store.search_sync("herring", player_id="p", npc_id="m") == []
+
+
+def test_a_word_the_fact_lost_is_found_in_the_players_own_words(tmp_path):
+    from memory.events import Turn
+
+    store = ChromaMemoryStore.embedded(tmp_path, FakeMeaninglessEmbedder())
+    line = Turn(role="player", text="Took my niece to see the Rockettes, she loved it!")
+    reply = Turn(role="npc", text="The Rockettes? How grand.")
+    draft = EventDraft(type="relationship", content="The player took their niece to a show.", importance=5)
+    writes = store.add_sync([draft], player_id="p", npc_id="m", turns=[line, reply])
+    assert writes[0].event.said == line.text  # the player's words, not the NPC's
+    found = store.search_sync("What did I see with the Rockettes?", player_id="p", npc_id="m", k=1)
+    assert found and found[0].event.content == draft.content and found[0].parts.keyword == 1.0
+    again = Turn(role="player", text="My niece still hums the Rockettes tunes, the darling.")
+    merged = store.add_sync([draft], player_id="p", npc_id="m", turns=[again])[0]
+    assert merged.action == "merged" and merged.event.said == f"{line.text} {again.text}"
