@@ -124,7 +124,7 @@ NPCS = ("mira", "rex")
 def build_layouts(client, texts, vectors, n_events: int, rng: np.random.Generator):
     """Writes the same events into both layouts; returns ({(player, npc): collection}, naive collection)."""
     from memory.chroma_layout import COLLECTION_METADATA
-    from memory.consolidation import event_metadata
+    from memory.consolidation import SAID_VECTOR, encode_vector, event_metadata
     from memory.events import EventDraft, MemoryEvent
 
     per_pair = n_events // (N_PLAYERS * len(NPCS))
@@ -140,9 +140,13 @@ def build_layouts(client, texts, vectors, n_events: int, rng: np.random.Generato
             vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
             events = [
                 MemoryEvent.from_draft(EventDraft(type="preference", content=texts[i], importance=5), player_id=f"p{p}", npc_id=npc)
+                .model_copy(update={"said": f"So, {texts[i]}"})
                 for i in idx
             ]  # fmt: skip
-            meta = [event_metadata(e) for e in events]
+            # each event as the writer stores it: with the embedding of the words it came from
+            meta = [
+                event_metadata(e) | {SAID_VECTOR: encode_vector(v)} for e, v in zip(events, vecs, strict=True)
+            ]
             t0 = time.perf_counter()
             col = client.create_collection(
                 f"pair-{n_events}-{p}-{npc}", metadata=COLLECTION_METADATA, embedding_function=None

@@ -18,7 +18,7 @@ class MemoryConfigError(MemoryLayerError, ValueError):
 @dataclass(frozen=True)
 class RetrievalWeights:
     """score = relevance * w_relevance + recency * w_recency + importance * w_importance
-    + keyword * w_keyword.
+    + keyword * w_keyword + said * w_said.
 
     Each part lies in [0, 1] (Park et al., "Generative Agents", 2023): relevance is the
     cosine similarity to the query or to what the query implies; recency decays by
@@ -26,18 +26,21 @@ class RetrievalWeights:
     the event's importance / 10; keyword is the event's BM25 score for the query divided by
     the best one among the player's events (0 when no word is shared; memory/keyword_index.py).
     Keyword matches are also candidates of their own, so a fact found only by a rare word
-    (a name, an illness) can be recalled; `relevance` stays the cosine similarity that
-    reflection's gates read.
+    (a name, an illness) can be recalled; said is the cosine similarity to the player's own
+    words the fact came from (`MemoryEvent.said`: "It taught me self-acceptance", said of a
+    book the question names, where the fact lost the book). `relevance` stays the cosine
+    similarity to the fact, the one that reflection's gates read.
     """
 
     relevance: float = 1.0
     recency: float = 0.5
     importance: float = 0.5
     keyword: float = 0.5
+    said: float = 1.0
     recency_decay_per_hour: float = 0.995
 
     def __post_init__(self) -> None:
-        for name in ("relevance", "recency", "importance", "keyword"):
+        for name in ("relevance", "recency", "importance", "keyword", "said"):
             if getattr(self, name) < 0:
                 raise MemoryConfigError(f"retrieval weight {name} is {getattr(self, name)}; expected >= 0.")
         if not 0 < self.recency_decay_per_hour <= 1:

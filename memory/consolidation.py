@@ -3,12 +3,15 @@ no-op for turns already written), and how an event sits in a Chroma record."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import numpy as np
 
 from memory.config import MemoryConfig
 from memory.events import EventDraft, MemoryEvent, Turn, said_in, utcnow
@@ -42,10 +45,15 @@ def write_one(
     npc_id: str,
     turns: list[Turn],
     config: MemoryConfig,
+    said_vector=None,
 ) -> MemoryWrite:
     """Writes one draft into the player-NPC collection, consolidating with what is there:
     the same turns again change nothing, a near-identical fact of the same type is merged
-    (its mention count rises), a fact in the same slot supersedes the active one."""
+    (its mention count rises), a fact in the same slot supersedes the active one.
+
+    `said_vector` is the embedding of the player's words in `turns` (`MemoryEvent.said`); a new
+    event keeps it beside its own vector, a merged one keeps the words it was first told in.
+    """
     event_id = stable_id(player_id, npc_id, draft, turns)
     found = collection.get(ids=[event_id], include=["metadatas"])
     if found["ids"]:
@@ -77,7 +85,10 @@ def write_one(
             update={"superseded_by": event.id, "updated_at": max(now, previous.updated_at)}
         )
         collection.update(ids=[retired.id], metadatas=[event_metadata(retired)])
-    collection.add(ids=[event.id], embeddings=[vector], metadatas=[event_metadata(event)])
+    metadata = event_metadata(event)
+    if said_vector is not None:
+        metadata[SAID_VECTOR] = encode_vector(said_vector)
+    collection.add(ids=[event.id], embeddings=[vector], metadatas=[metadata])
     if previous is not None:
         return MemoryWrite(event, "superseded", replaced=previous.id)
     return MemoryWrite(event, "created")
@@ -114,6 +125,19 @@ def stable_id(player_id: str, npc_id: str, draft: EventDraft, turns: Sequence[Tu
     turn_part = "|".join(sorted(t.id for t in turns)) if turns else datetime.now(UTC).isoformat()
     key = "\x1f".join([player_id, npc_id, str(draft.type), draft.content, turn_part])
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+SAID_VECTOR = "said_vector"  # metadata key: the embedding of the player's words, float16, base64
+
+
+def encode_vector(vector) -> str:
+    return base64.b64encode(np.asarray(vector, dtype=np.float16).tobytes()).decode("ascii")
+
+
+def said_vector_of(metadata: dict[str, Any]) -> np.ndarray | None:
+    """The embedding of the words an event came from; None for events stored before it was kept."""
+    raw = metadata.get(SAID_VECTOR)
+    return np.frombuffer(base64.b64decode(raw), dtype=np.float16).astype(np.float32) if raw else None
 
 
 def event_metadata(event: MemoryEvent) -> dict[str, Any]:

@@ -164,6 +164,7 @@ class ScoreParts(BaseModel):
     recency: float
     importance: float
     keyword: float = 0.0
+    said: float = 0.0
 
 
 class ScoredEvent(BaseModel):

@@ -14,7 +14,7 @@ from datetime import datetime
 import numpy as np
 
 from memory.config import RetrievalWeights
-from memory.consolidation import event_of
+from memory.consolidation import event_of, said_vector_of
 from memory.events import MemoryEvent, ScoredEvent
 from memory.keyword_index import KeywordIndex
 from memory.retrieval import fact_key, score
@@ -54,12 +54,27 @@ def ranked(
         if event_id not in best:  # found by keyword only: cosine similarity from its stored vector
             best[event_id] = (float((queries @ hit.vector).max()), hit.metadata)
     scored = [
-        score(event_of(meta), rel, now, weights, keyword[event_id].score if event_id in keyword else 0.0)
+        score(
+            event_of(meta),
+            rel,
+            now,
+            weights,
+            keyword[event_id].score if event_id in keyword else 0.0,
+            said_relevance(queries, meta),
+        )
         for event_id, (rel, meta) in best.items()
         if include_superseded or meta["active"]
     ]
     scored.sort(key=lambda s: s.score, reverse=True)
     return scored[:k]
+
+
+def said_relevance(queries: np.ndarray, metadata: dict) -> float | None:
+    """The best cosine similarity of the queries to the player's words an event came from."""
+    vector = said_vector_of(metadata)
+    if vector is None or vector.shape[0] != queries.shape[1]:
+        return None
+    return float((queries @ vector).max())
 
 
 @dataclass(frozen=True)
@@ -79,8 +94,8 @@ class KeywordIndexes:
     changes), so `active` is never stale; a repeated fact's mention count and recency can lag
     until the next write.
 
-    Held in memory for at most `max_events` events in all (about 2 kB each with its
-    vector and words; least recently used collections dropped first); `forget(collection_ids)` drops
+    Held in memory for at most `max_events` events in all (about 3 kB each with its
+    vectors and words; least recently used collections dropped first); `forget(collection_ids)` drops
     the indexes of hard-deleted collections at once.
     """
 

@@ -32,7 +32,12 @@ def recency(event: MemoryEvent, now: datetime, decay_per_hour: float) -> float:
 
 
 def score(
-    event: MemoryEvent, relevance: float, now: datetime, weights: RetrievalWeights, keyword: float = 0.0
+    event: MemoryEvent,
+    relevance: float,
+    now: datetime,
+    weights: RetrievalWeights,
+    keyword: float = 0.0,
+    said: float | None = None,
 ) -> ScoredEvent:
     """The weighted retrieval score of `event` and its parts.
 
@@ -40,6 +45,8 @@ def score(
         event: the candidate.
         relevance: cosine similarity to the query (or what it implies), clipped to [0, 1].
         keyword: the event's BM25 score for the query over the best one, in [0, 1].
+        said: cosine similarity of the query to the player's words the event came from;
+            None (an event stored before those were kept) counts as `relevance`.
         now: the time of the query.
         weights: part weights.
     """
@@ -48,12 +55,14 @@ def score(
         recency=recency(event, now, weights.recency_decay_per_hour),
         importance=event.importance / 10.0,
         keyword=min(max(keyword, 0.0), 1.0),
+        said=min(max(relevance if said is None else said, 0.0), 1.0),
     )
     total = (
         weights.relevance * parts.relevance
         + weights.recency * parts.recency
         + weights.importance * parts.importance
         + weights.keyword * parts.keyword
+        + weights.said * parts.said
     )
     return ScoredEvent(event=event, score=total, parts=parts)
 

@@ -41,7 +41,7 @@ from memory.chroma_layout import (
 from memory.config import ForgettingPolicy, MemoryConfig
 from memory.consolidation import MemoryWrite, events_in, write_one
 from memory.errors import StoreUnavailableError
-from memory.events import EventDraft, MemoryEvent, ScoredEvent, Turn, utcnow
+from memory.events import EventDraft, MemoryEvent, ScoredEvent, Turn, said_in, utcnow
 from memory.implications import ImpliedConcerns
 from memory.protocols import Embedder
 from memory.queries import KeywordIndexes, nearest_events, ranked
@@ -189,7 +189,9 @@ class ChromaMemoryStore:
         if not drafts:
             return []
         turns = list(turns)
-        vectors = self.embedder.embed([fact_key(d.content) for d in drafts])
+        said = said_in(turns)
+        vectors = list(self.embedder.embed([fact_key(d.content) for d in drafts] + ([said] if said else [])))
+        said_vector = np.asarray(vectors.pop(), dtype=np.float32) if said else None
 
         def write(collection) -> list[MemoryWrite]:
             return [
@@ -201,6 +203,7 @@ class ChromaMemoryStore:
                     npc_id=npc_id,
                     turns=turns,
                     config=self.config,
+                    said_vector=said_vector,
                 )
                 for draft, vector in zip(drafts, vectors, strict=True)
             ]

@@ -383,8 +383,9 @@ def test_scores_are_the_weighted_sum_of_their_parts(tmp_path, minilm):
     p = hit.parts
     assert 0 < p.relevance <= 1 and 0 < p.recency < 1 and p.importance == 0.7
     assert p.keyword == 1.0  # "exam" is its only keyword hit, so the best one
+    assert 0 < p.said <= 1 and p.said != p.relevance  # the player's words, not the fact
     assert hit.score == pytest.approx(
-        2.0 * p.relevance + 0.25 * p.recency + 1.0 * p.importance + 0.5 * p.keyword
+        2.0 * p.relevance + 0.25 * p.recency + 1.0 * p.importance + 0.5 * p.keyword + 1.0 * p.said
     )
     assert p.recency == pytest.approx(0.995**24, rel=1e-3)
 
@@ -414,3 +415,21 @@ def test_sensitive_stomach_then_hotpot_a_week_later(embedded_store, minilm):
 def _files_containing(root, needle: str) -> list[str]:
     data = needle.encode()
     return [str(p) for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def test_the_players_own_words_bring_back_a_fact_that_lost_its_subject(tmp_path, minilm):
+    store = ChromaMemoryStore.embedded(tmp_path / "c", minilm)
+    told = Turn(
+        role="player", text="I finished that memoir about a transgender girl. It taught me self-acceptance."
+    )
+    run(store.add([draft("life_event", "It taught the player self-acceptance.", 5)], player_id="p", npc_id="n",
+                  turns=[told]))  # fmt: skip
+    run(store.add([draft("preference", "The player likes to bake bread.", 5)], player_id="p", npc_id="n",
+                  turns=[Turn(role="player", text="I like to bake bread.")]))  # fmt: skip
+    [hit, other] = run(store.search("Which biography of a trans teenager?", player_id="p", npc_id="n"))
+    assert hit.event.content.startswith("It taught") and hit.parts.said > hit.parts.relevance + 0.1
+    # an event stored before the words' embedding was kept counts its own relevance instead
+    legacy = store.client.get_collection(store._collection("p", "n", create=False).name)
+    legacy.update(ids=[other.event.id], metadatas=[{"said_vector": ""}])
+    again = {h.event.id: h for h in run(store.search("bread", player_id="p", npc_id="n"))}
+    assert again[other.event.id].parts.said == again[other.event.id].parts.relevance
