@@ -42,3 +42,14 @@ def test_the_persona_judge_tells_the_bundled_voices_apart_on_lines_it_never_saw(
     assert judge.attribute(["Sit by the hearth, love, the stew's still warm."]) == ["mira"]
     held = judge.heldout_accuracy()
     assert held["n"] >= 12 and held["pct"] > 100 / 3  # better than chance among three, on unseen lines
+
+
+def test_the_support_judge_reads_comfort_on_replies_it_never_saw(minilm):
+    from training.evaluation.support_judge import SupportJudge
+
+    judge = SupportJudge(minilm)
+    assert judge.supportive(
+        ["I'm so sorry about your father. Stay as long as you need, love.", "Rooms are three silver a night."]
+    ) == [True, False]
+    held = judge.heldout_accuracy()
+    assert held["n"] >= 40 and held["pct"] >= 75  # 85% [71-93] when written; chance is 50%

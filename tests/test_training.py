@@ -238,6 +238,7 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
     assert all(f"| {stage} | heldout |" in table for stage in ("base", "sft", "dpo"))
     assert "grounding %" in table and "perplexity (dense base)" in table and "distinct-2" in table
     assert "persona fidelity %" in table and "persona judge:" in result.stdout
+    assert "support %" in table and "support judge:" in result.stdout
     scores = json.loads((tmp_path / "evaluation.json").read_text())["scores"]
     for stage in ("base", "sft", "dpo"):
         heldout = scores[stage]["heldout"]

@@ -21,9 +21,10 @@ generated greedily from the pipeline's own prompt and judged by the runtime post
 Rates carry Wilson 95% intervals and perplexity a 95% interval (training/evaluation/quality.py).
 - persona fidelity: replies a voice classifier attributes to their own persona
   (training/evaluation/persona_judge.py; its accuracy on held-out persona lines is printed
-  first, so the column can be read against it).
-
-Not measured yet (issue 14): whether support was expressed when reflection chose it.
+  first, so the column can be read against it);
+- support: items where reflection chose support whose reply a support classifier reads as
+  comfort, sympathy or help (training/evaluation/support_judge.py; its accuracy on held-out
+  replies is printed first too).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from training.evaluation.quality import (
     wilson,
 )
 from training.evaluation.scenarios import load_scenarios
+from training.evaluation.support_judge import SupportJudge
 
 
 @dataclass
@@ -123,9 +125,10 @@ def judge(reply: str, item: EvalItem, reflector: Reflector) -> set[str]:
     return kinds
 
 
-def score(results: list[tuple[EvalItem, set[str], str, float | None, str]]) -> dict:
+def score(results: list[tuple[EvalItem, set[str], str, float | None, str, bool]]) -> dict:
     """The columns for one stage and set: each (item, flags, reply, per-token NLL under the
-    reference, the persona the judge attributes the reply to)."""
+    reference, the persona the judge attributes the reply to, whether the support judge reads
+    the reply as support)."""
 
     def rate(items, good) -> dict | None:
         if not items:
@@ -141,6 +144,7 @@ def score(results: list[tuple[EvalItem, set[str], str, float | None, str]]) -> d
 
     recall = [r for r in results if r[0].decision.recall]
     refuse = [r for r in results if r[0].decision.refused]
+    support = [r for r in results if r[0].decision.strategy == "support"]
     nll = [r[3] for r in results if r[3] is not None]
     mean, low, high = mean_interval(nll) if nll else (math.nan,) * 3
     return {
@@ -151,6 +155,7 @@ def score(results: list[tuple[EvalItem, set[str], str, float | None, str]]) -> d
         "in_character": rate(results, lambda r: not r[1] & {"breaks_character", "generic"}),
         "refusal": rate(refuse, lambda r: "answered_out_of_domain" not in r[1]),
         "persona": rate(results, lambda r: r[4] == r[0].persona_id),
+        "support": rate(support, lambda r: r[5]),
         "perplexity": {
             "mean": round(math.exp(mean), 1),
             "low": round(math.exp(low), 1),
@@ -188,6 +193,7 @@ async def run_stage(
 COLUMNS = (
     ("memory use %", "memory_use"), ("grounding %", "grounding"), ("invented memory %", "invented"),
     ("in character %", "in_character"), ("refusal %", "refusal"), ("persona fidelity %", "persona"),
+    ("support %", "support"),
 )  # fmt: skip
 
 
@@ -249,19 +255,32 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"persona judge: {trust['pct']}% [{trust['low']}-{trust['high']}] right on {trust['n']} held-out persona lines"
     )
+    support_judge = SupportJudge(embedder)
+    support_trust = support_judge.heldout_accuracy()
+    print(
+        f"support judge: {support_trust['pct']}% [{support_trust['low']}-{support_trust['high']}] right on "
+        f"{support_trust['n']} held-out replies"
+    )
     rows, dump = {}, {}
     for label, results in generated.items():
         nlls, voices = reference_nll(reference, results), judge.attribute([r for _, _, r in results])
-        scored = [(*r, nll, voice) for r, nll, voice in zip(results, nlls, voices, strict=True)]
+        supportive = support_judge.supportive([r for _, _, r in results])
+        scored = [
+            (*r, nll, voice, s) for r, nll, voice, s in zip(results, nlls, voices, supportive, strict=True)
+        ]
         rows[label] = {
             source: score([r for r in scored if r[0].source == source]) for source in ("heldout", "scenarios")
         }
         dump[label] = [{"source": i.source, "persona": i.persona_id, "strategy": i.decision.strategy, "flags": sorted(k),
-                        "reply": r, "nll_per_token": nll, "voice": v} for i, k, r, nll, v in scored]  # fmt: skip
+                        "reply": r, "nll_per_token": nll, "voice": v, "supportive": s}
+                       for i, k, r, nll, v, s in scored]  # fmt: skip
     reference.close()
     print(table(rows))
     if args.json:
-        write_json(args.json, {"scores": rows, "persona_judge": trust, "replies": dump})
+        write_json(
+            args.json,
+            {"scores": rows, "persona_judge": trust, "support_judge": support_trust, "replies": dump},
+        )
 
 
 if __name__ == "__main__":
