@@ -237,3 +237,15 @@ def test_clauses_keep_a_shared_subject_and_say_what_it_means(said, statements):
 )
 def test_we_is_not_a_history_shared_with_the_character_unless_said_to_it(sentence, fact):
     assert to_third_person(sentence, "Mira") == fact
+
+
+def test_a_statement_about_something_else_is_kept_as_what_the_player_said(minilm):
+    summarizer = FastSummarizer(minilm)
+    [told] = summarizer.summarize_sync([Turn(role="player", text="The stew here is always too salty.")])
+    assert told.content == "The player said the stew here is always too salty."
+    for chit_chat in (
+        "That sounds great!",
+        "Good evening! Lovely weather tonight.",
+        "You look tired today, Mira.",
+    ):
+        assert summarizer.summarize_sync([Turn(role="player", text=chit_chat)], npc_name="Mira") == []
