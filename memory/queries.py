@@ -30,13 +30,15 @@ def ranked(
     now: datetime,
     weights: RetrievalWeights,
     keyword: dict[str, KeywordHit] | None = None,
+    one_per_line: bool = False,
 ) -> list[ScoredEvent]:
     """The k best events for any of the query vectors (the query and what it implies), by score.
 
     Candidates are the nearest neighbours of each query vector plus the events in `keyword`
     (event id -> its normalised BM25 score, metadata and vector, from `KeywordIndexes.top`). Each event's relevance is its best cosine similarity
     over the queries; superseded events are dropped here, not by a Chroma filter (see
-    memory/store.py).
+    memory/store.py). With `one_per_line`, only the best event of each line the player said
+    is kept (`MemoryConfig.one_per_line`).
     """
     keyword = keyword or {}
     result = collection.query(
@@ -66,7 +68,20 @@ def ranked(
         if include_superseded or meta["active"]
     ]
     scored.sort(key=lambda s: s.score, reverse=True)
-    return scored[:k]
+    return first_per_line(scored)[:k] if one_per_line else scored[:k]
+
+
+def first_per_line(scored: list[ScoredEvent]) -> list[ScoredEvent]:
+    """`scored` (best first) without the events whose lines an earlier event came from."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for hit in scored:
+        lines = tuple(hit.event.source_turn_ids)
+        if lines and lines in seen:
+            continue
+        seen.add(lines)
+        out.append(hit)
+    return out
 
 
 def said_relevance(queries: np.ndarray, metadata: dict) -> float | None:

@@ -266,6 +266,7 @@ class ChromaMemoryStore:
             now=now or utcnow(),
             weights=self.config.weights,
             keyword=self._keywords.top(collection, query_text, candidates) if hybrid else None,
+            one_per_line=self.config.one_per_line,
         )
 
     def related_sync(

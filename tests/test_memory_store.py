@@ -433,3 +433,17 @@ def test_the_players_own_words_bring_back_a_fact_that_lost_its_subject(tmp_path,
     legacy.update(ids=[other.event.id], metadatas=[{"said_vector": ""}])
     again = {h.event.id: h for h in run(store.search("bread", player_id="p", npc_id="n"))}
     assert again[other.event.id].parts.said == again[other.event.id].parts.relevance
+
+
+def test_a_search_brings_one_fact_per_line_the_player_said(tmp_path, minilm):
+    store = ChromaMemoryStore.embedded(tmp_path / "c", minilm)
+    both = Turn(role="player", text="I have a sensitive stomach, and I love spicy food.")
+    run(store.add([draft("health", "The player has a sensitive stomach.", 8),
+                   draft("preference", "The player loves spicy food.", 5)], player_id="p", npc_id="n",
+                  turns=[both]))  # fmt: skip
+    run(store.add([draft("relationship", "The player's sister Ana is getting married.", 6)], player_id="p",
+                  npc_id="n", turns=[Turn(role="player", text="My sister Ana is getting married.")]))  # fmt: skip
+    found = run(store.search("spicy hotpot tonight?", player_id="p", npc_id="n", k=3))
+    assert len(found) == 2 and len({tuple(h.event.source_turn_ids) for h in found}) == 2
+    every = ChromaMemoryStore(store.client, minilm, MemoryConfig(one_per_line=False))
+    assert len(run(every.search("spicy hotpot tonight?", player_id="p", npc_id="n", k=3))) == 3
