@@ -194,17 +194,9 @@ class ChromaMemoryStore:
         said_vector = np.asarray(vectors.pop(), dtype=np.float32) if said else None
 
         def write(collection) -> list[MemoryWrite]:
+            common = {"player_id": player_id, "npc_id": npc_id, "turns": turns, "config": self.config}
             return [
-                write_one(
-                    collection,
-                    draft,
-                    vector,
-                    player_id=player_id,
-                    npc_id=npc_id,
-                    turns=turns,
-                    config=self.config,
-                    said_vector=said_vector,
-                )
+                write_one(collection, draft, vector, **common, said_vector=said_vector)
                 for draft, vector in zip(drafts, vectors, strict=True)
             ]
 
