@@ -67,8 +67,7 @@ def without_address(sentence: str, name: str) -> str:
     "I get it, Jon." -> "I get it." (otherwise the name is the fact's rarest word, and keyword
     search brings back every "thanks, Jon" whenever Jon is named)."""
     who = re.escape(name)
-    text = re.sub(rf"^(?:{_GREETING}[,!.]?\s+)*{who}\b[,!.]*\s*", "", sentence, flags=re.I)
-    text = re.sub(rf"^({_GREETING})[,!.]?\s+{who}\b[,!.]*\s*", "", text, flags=re.I)
+    text = re.sub(rf"^(?:(?:{_GREETING}[,!.]?\s+)*{who}\b[,!.]*\s*)+", "", sentence, flags=re.I)
     return re.sub(rf",\s*{who}\s*([.!?]*)\s*$", r"\1", text, flags=re.I)
 
 

@@ -54,8 +54,8 @@ from training.evaluation.quality import (
     distinct_n,
     grounded,
     mean_interval,
+    rate,
     repetition,
-    wilson,
 )
 from training.evaluation.scenarios import load_scenarios
 from training.evaluation.support_judge import SupportJudge
@@ -130,17 +130,8 @@ def score(results: list[tuple[EvalItem, set[str], str, float | None, str, bool]]
     reference, the persona the judge attributes the reply to, whether the support judge reads
     the reply as support)."""
 
-    def rate(items, good) -> dict | None:
-        if not items:
-            return None
-        hits = sum(bool(good(r)) for r in items)
-        low, high = wilson(hits, len(items))
-        return {
-            "pct": round(100 * hits / len(items), 1),
-            "low": round(low, 1),
-            "high": round(high, 1),
-            "n": len(items),
-        }
+    def rate_of(items, good) -> dict | None:
+        return rate(sum(bool(good(r)) for r in items), len(items)) if items else None
 
     recall = [r for r in results if r[0].decision.recall]
     refuse = [r for r in results if r[0].decision.refused]
@@ -149,13 +140,13 @@ def score(results: list[tuple[EvalItem, set[str], str, float | None, str, bool]]
     mean, low, high = mean_interval(nll) if nll else (math.nan,) * 3
     return {
         "n": len(results),
-        "memory_use": rate(recall, lambda r: "ignored_recall" not in r[1]),
-        "grounding": rate(recall, lambda r: grounded(r[2], r[0].decision.recall[0].content)),
-        "invented": rate(results, lambda r: r[1] & {"invented_memory", "contradicts_memory"}),
-        "in_character": rate(results, lambda r: not r[1] & {"breaks_character", "generic"}),
-        "refusal": rate(refuse, lambda r: "answered_out_of_domain" not in r[1]),
-        "persona": rate(results, lambda r: r[4] == r[0].persona_id),
-        "support": rate(support, lambda r: r[5]),
+        "memory_use": rate_of(recall, lambda r: "ignored_recall" not in r[1]),
+        "grounding": rate_of(recall, lambda r: grounded(r[2], r[0].decision.recall[0].content)),
+        "invented": rate_of(results, lambda r: r[1] & {"invented_memory", "contradicts_memory"}),
+        "in_character": rate_of(results, lambda r: not r[1] & {"breaks_character", "generic"}),
+        "refusal": rate_of(refuse, lambda r: "answered_out_of_domain" not in r[1]),
+        "persona": rate_of(results, lambda r: r[4] == r[0].persona_id),
+        "support": rate_of(support, lambda r: r[5]),
         "perplexity": {
             "mean": round(math.exp(mean), 1),
             "low": round(math.exp(low), 1),

@@ -17,7 +17,7 @@ import yaml
 from persona_adapters import Persona
 from training.classifiers.linear import train_softmax
 from training.common import EVAL_DATA
-from training.evaluation.quality import wilson
+from training.evaluation.quality import rate
 
 _SLOT = re.compile(r"\{[a-z_]+\}")
 
@@ -66,10 +66,4 @@ class PersonaJudge:
         right = sum(
             got == want for got, (_, want) in zip(self.attribute([t for t, _ in pairs]), pairs, strict=True)
         )
-        low, high = wilson(right, len(pairs))
-        return {
-            "n": len(pairs),
-            "pct": round(100 * right / max(len(pairs), 1), 1),
-            "low": round(low, 1),
-            "high": round(high, 1),
-        }
+        return rate(right, len(pairs))

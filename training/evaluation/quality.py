@@ -59,6 +59,12 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
 
 
+def rate(hits: int, n: int) -> dict:
+    """A rate in percent with its Wilson 95% interval, each rounded to 0.1, and its n."""
+    low, high = wilson(hits, n)
+    return {"n": n, "pct": round(100 * hits / max(n, 1), 1), "low": round(low, 1), "high": round(high, 1)}
+
+
 def mean_interval(values: Sequence[float], z: float = 1.96) -> tuple[float, float, float]:
     """(mean, low, high) with a normal 95% interval of the mean."""
     n = len(values)

@@ -17,7 +17,7 @@ import yaml
 
 from training.classifiers.linear import train_softmax
 from training.common import EVAL_DATA
-from training.evaluation.quality import wilson
+from training.evaluation.quality import rate
 
 DATA = EVAL_DATA / "support_replies.yaml"
 LABELS = ("unsupportive", "supportive")
@@ -63,10 +63,4 @@ class SupportJudge:
             got == bool(want)
             for got, (_, want) in zip(self.supportive([t for t, _ in rows]), rows, strict=True)
         )
-        low, high = wilson(right, len(rows))
-        return {
-            "n": len(rows),
-            "pct": round(100 * right / max(len(rows), 1), 1),
-            "low": round(low, 1),
-            "high": round(high, 1),
-        }
+        return rate(right, len(rows))
