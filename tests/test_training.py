@@ -235,20 +235,23 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
     result = _module(["training.run_all", "--out", str(tmp_path), "--smoke"], subprocess_env)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-2000:]
     table = (tmp_path / "evaluation.md").read_text()
-    assert all(f"| {stage} | heldout |" in table for stage in ("base", "sft", "dpo"))
+    assert all(f"| {stage} | heldout |" in table for stage in ("base", "sft", "dpo-r1", "dpo-r2"))
     assert "grounding %" in table and "perplexity (dense base)" in table and "distinct-2" in table
     assert "persona fidelity %" in table and "persona judge:" in result.stdout
     assert "support %" in table and "support judge:" in result.stdout
     scores = json.loads((tmp_path / "evaluation.json").read_text())["scores"]
-    for stage in ("base", "sft", "dpo"):
+    for stage in ("base", "sft", "dpo-r1", "dpo-r2"):
         heldout = scores[stage]["heldout"]
         assert (
             heldout["perplexity"]["mean"] > 1
             and heldout["perplexity"]["low"] <= heldout["perplexity"]["high"]
         )
         assert 0 <= heldout["distinct_2"] <= 1
-    for stage in ("sft", "dpo"):
+    for stage in ("sft", "dpo/round1", "dpo/round2"):
         assert (tmp_path / stage / "adapter_model.safetensors").is_file()
+    rounds = json.loads((tmp_path / "dpo" / "summary.json").read_text())["rounds"]
+    assert [r["from"] for r in rounds] == [str(tmp_path / "sft"), str(tmp_path / "dpo" / "round1")]
+    assert all(r["on_policy_pairs"] >= 1 and r["replies"] == 8 for r in rounds)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Runs the whole training chain: build the data, SFT, DPO from the SFT adapter, evaluate.
+"""Runs the whole training chain: build the data, SFT, on-policy DPO rounds from the SFT
+adapter, evaluate base / SFT / each DPO round.
 
     python -m training.run_all --out runs/full            # the configs in training/configs/
     python -m training.run_all --out /tmp/run --smoke     # every stage in smoke mode (minutes)
@@ -36,7 +37,7 @@ def stage(name: str, job: ModuleType, args: list[str], log: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     from training.data import build_dialogues
-    from training.dpo import train as dpo
+    from training.dpo import on_policy
     from training.evaluation import evaluate
     from training.sft import dialogue as sft_dialogue
 
@@ -51,10 +52,13 @@ def main(argv: list[str] | None = None) -> None:
     data, sft, dpo_out = out / "data", out / "sft", out / "dpo"
     stage("build data", build_dialogues, ["--out", str(data), *smoke], log)
     stage("SFT", sft_dialogue, ["--data", str(data), "--out", str(sft), *smoke], log)
-    stage("DPO", dpo, ["--data", str(data), "--sft-adapter", str(sft), "--out", str(dpo_out), *smoke], log)
+    stage("on-policy DPO", on_policy, ["--data", str(data), "--adapter", str(sft), "--out", str(dpo_out), *smoke],
+          log)  # fmt: skip
+    rounds = sorted(dpo_out.glob("round*"), key=lambda p: int(p.name.removeprefix("round")))
+    adapters = [f"sft={sft}", *(f"dpo-r{p.name.removeprefix('round')}={p}" for p in rounds)]
     limit = ["--smoke"] if args.smoke else ["--limit", str(args.eval_limit)]
-    table = stage("evaluate", evaluate, ["--data", str(data), "--adapter", f"sft={sft}", "--adapter",
-                                         f"dpo={dpo_out}", "--json", str(out / "evaluation.json"), *limit], log)  # fmt: skip
+    table = stage("evaluate", evaluate, ["--data", str(data), *(a for spec in adapters for a in ("--adapter", spec)),
+                                         "--json", str(out / "evaluation.json"), *limit], log)  # fmt: skip
     (out / "evaluation.md").write_text(table, encoding="utf-8")
     print(table)
 

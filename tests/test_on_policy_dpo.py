@@ -1,0 +1,103 @@
+"""On-policy DPO (training/dpo/on_policy.py): the reward orders replies the way the judges
+read them, pairs take each context's best and worst, and rounds chain from one adapter to
+the next, each trained on replies sampled from the adapter before it."""
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from companion.backbone import BackboneConfig, HFBackbone
+from companion.reflection import Reflector
+from persona_adapters import PersonaRegistry
+from persona_adapters.registry import BUNDLED_DIR
+from training.data.build_dialogues import BuildConfig, build
+from training.data.dialogues import DialogueSample, load_bank, read_jsonl, sample_dialogues
+from training.dpo.on_policy import OnPolicyConfig, best_worst_pairs, train_on_policy, with_template_share
+from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
+from training.evaluation.persona_judge import PersonaJudge
+from training.evaluation.support_judge import SupportJudge
+from training.sft.lora import LoraSFTConfig, train_lora_sft
+
+REGISTRY = PersonaRegistry([BUNDLED_DIR])
+PERSONAS = [REGISTRY.get(p) for p in ("mira", "orla", "marlowe")]
+
+
+@pytest.fixture(scope="module")
+def scorer(minilm, tiny_checkpoint):
+    reference = HFBackbone.from_config(BackboneConfig(model=str(tiny_checkpoint)))
+    yield ReplyScorer(Reflector(minilm), PersonaJudge(minilm, PERSONAS, load_bank()), SupportJudge(minilm),
+                      reference, RewardWeights())  # fmt: skip
+    reference.close()
+
+
+def _recall_sample() -> DialogueSample:
+    bank = load_bank()
+    fact = next(f for f in bank["facts"] if f["id"] == "stomach")
+    sample = DialogueSample(id="t-1", persona_id="mira", strategy="recall", told=[fact],
+                            trigger=fact["triggers"][0], recall_fact=fact)  # fmt: skip
+    sample.history = [{"role": "player", "text": fact["said"]}, {"role": "npc", "text": "I'll remember, love."}]
+    return sample
+
+
+def test_the_reward_puts_a_grounded_reply_above_an_invented_and_a_broken_one(scorer):
+    sample = _recall_sample()
+    grounded = "Careful, love - didn't you say you have a sensitive stomach? Try the mild stew tonight."
+    invented = "Of course, love. You told me you were a blacksmith's son, so hotpot it is!"
+    broken = "As an AI language model, I cannot eat hotpot, but I can suggest recipes."
+    scored = scorer.score(sample, REGISTRY.get("mira"), [invented, grounded, broken])
+    by_reply = {s.reply: s for s in scored}
+    assert by_reply[grounded].parts["grounded"] > 0 and not by_reply[grounded].flags
+    assert "breaks_character" in by_reply[broken].flags
+    assert by_reply[grounded].reward > by_reply[invented].reward
+    assert by_reply[grounded].reward > by_reply[broken].reward
+
+
+def _scored(rewards: list[float]) -> list[ScoredReply]:
+    return [ScoredReply(f"reply {i} scoring {r}", r, {"flags": r}, []) for i, r in enumerate(rewards)]
+
+
+def test_pairs_take_the_best_and_the_worst_and_skip_close_calls():
+    contexts = sample_dialogues(PERSONAS, load_bank(), n=3, seed=3)
+    scored = [_scored([0.5, 2.0, -1.0]), _scored([0.2, 0.6, 0.4]), _scored([1.0, 1.0, -3.0])]
+    rows = best_worst_pairs(contexts, scored, REGISTRY, min_gap=1.0)
+    assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
+        ("reply 1 scoring 2.0", "reply 2 scoring -1.0"),
+        ("reply 0 scoring 1.0", "reply 2 scoring -3.0"),
+    ]
+    assert rows[0]["prompt"] == contexts[0].messages(REGISTRY.get(contexts[0].persona_id))
+
+
+def test_template_pairs_make_up_the_asked_share():
+    pairs, templates = [{"k": "p"}] * 8, [{"k": f"t{i}"} for i in range(50)]
+    mixed = with_template_share(pairs, templates, 0.2, random.Random(0))
+    assert len(mixed) == 10 and sum(r["k"] != "p" for r in mixed) == 2
+    assert with_template_share(pairs, templates, 0.0, random.Random(0)) == pairs
+
+
+@pytest.mark.slow
+def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, tiny_checkpoint, tmp_path):
+    data = tmp_path / "data"
+    build(BuildConfig(n_train=12, n_eval=3), data, registry=REGISTRY, reflector=Reflector(minilm))
+    sft = tmp_path / "sft"
+    train_lora_sft(read_jsonl(data / "sft.jsonl"), sft, model_dir=tiny_checkpoint,
+                   config=LoraSFTConfig(steps=1, batch_size=2, max_length=384))  # fmt: skip
+    config = OnPolicyConfig(rounds=2, contexts=4, samples=2, max_new_tokens=8, min_gap=0.0, engine="hf", steps=1,
+                            batch_size=1, max_length=384, learning_rate=1e-2)  # fmt: skip
+    out = tmp_path / "dpo"
+    summary = train_on_policy(data, sft, out, config=config, model_dir=tiny_checkpoint,
+                              reference_dir=tiny_checkpoint)  # fmt: skip
+    assert [r["from"] for r in summary["rounds"]] == [str(sft), str(out / "round1")]
+    weights = [load_file(str(p / "adapter_model.safetensors")) for p in (sft, out / "round1", out / "round2")]
+    for before, after in zip(weights, weights[1:]):
+        assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+    for round_dir in (out / "round1", out / "round2"):
+        samples = read_jsonl(round_dir / "samples.jsonl")
+        assert len(samples) == 4 and all(len(s["replies"]) == 2 for s in samples)
+        best = {max(s["replies"], key=lambda r: r["reward"])["reply"] for s in samples}
+        pairs = read_jsonl(round_dir / "pairs.jsonl")
+        on_policy = [p for p in pairs if p["chosen"][0]["content"] in best]
+        assert on_policy and len(on_policy) == json.loads((round_dir / "round_summary.json").read_text())[
+            "on_policy_pairs"]  # fmt: skip

@@ -1,0 +1,316 @@
+"""On-policy multi-turn DPO: sample replies from the current adapter, rank them with the
+judges, pair the best with the worst, train DPO, and go again from the new adapter.
+
+    python -m training.dpo.on_policy --data runs/full/data --adapter runs/full/sft --out runs/full/dpo
+    python -m training.dpo.on_policy --data DIR --adapter DIR --out DIR --smoke    # tiny rounds
+
+Each round:
+1. draws fresh multi-turn contexts (the dialogue builder's sampler, training facts only:
+   the held-out facts of `--data`'s build stay unseen) - a new draw every round;
+2. samples `samples` replies per context from the current adapter, all at once through
+   the `llamacpp` engine (continuous batching; the adapter is converted to GGUF once per
+   round) or, with `engine: hf`, batched transformers generation;
+3. scores every reply (`training.dpo.rewards`: post-check flags, grounding, support,
+   persona voice, repetition, fluency under the frozen dense base model);
+4. pairs each context's best reply with its worst where the rewards differ by at least
+   `min_gap`, and mixes in template pairs from `--data` as `template_share` of the set;
+5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference.
+
+Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
+its reward parts), pairs.jsonl and training_summary.json; `--out`/summary.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from companion.errors import ConfigError
+from companion.yaml_config import YamlConfig
+from training.common import (
+    CONFIGS,
+    check,
+    check_counts,
+    job_parser,
+    load_config,
+    print_summary,
+    run,
+    write_json,
+)
+from training.data.dialogues import (
+    DialogueSample,
+    dpo_row,
+    load_bank,
+    read_jsonl,
+    sample_dialogues,
+    write_jsonl,
+)
+from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
+from training.dpo.train import DPOTrainingConfig, train_dpo
+
+CONFIG = CONFIGS / "on_policy.yaml"
+ENGINES = ("llamacpp", "hf")
+
+
+@dataclass(frozen=True)
+class OnPolicyConfig(YamlConfig):
+    rounds: int = 2
+    contexts: int = 160
+    samples: int = 4
+    temperature: float = 0.9
+    top_p: float = 0.95
+    max_new_tokens: int = 48
+    min_gap: float = 1.0
+    template_share: float = 0.2
+    engine: str = "llamacpp"
+    steps: int = 32
+    batch_size: int = 2
+    learning_rate: float = 5e-5
+    beta: float = 0.1
+    max_length: int = 640
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_counts(self, "rounds", "contexts", "steps", "batch_size", "max_new_tokens")
+        check(self.samples >= 2, f"samples is {self.samples}; a pair needs at least 2 replies per context.")
+        check(self.engine in ENGINES, f"engine is {self.engine!r}; expected one of {', '.join(ENGINES)}.")
+        check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
+        check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
+
+    def dpo_settings(self) -> DPOTrainingConfig:
+        return DPOTrainingConfig(
+            steps=self.steps,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            beta=self.beta,
+            max_length=self.max_length,
+            seed=self.seed,
+        )
+
+
+def round_contexts(data: Path, config: OnPolicyConfig, round_no: int, registry) -> list[DialogueSample]:
+    """Fresh contexts for one round, from the facts `data`'s build trained on (never its held-out ones)."""
+    report_path = data / "report.json"
+    if not report_path.is_file():
+        raise ConfigError(f"{report_path} is missing; --data must be a build_dialogues output folder.")
+    built = _json(report_path)["config"]
+    bank = load_bank()
+    facts = [f for f in bank["facts"] if f["id"] not in set(built["heldout_facts"])]
+    personas = [registry.get(p) for p in built["personas"]]
+    return sample_dialogues(
+        personas, bank, n=config.contexts, seed=config.seed + 7919 * round_no, facts=facts
+    )
+
+
+def _json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def sample_replies(
+    config: OnPolicyConfig, model_dir: Path, adapter: Path, prompts: list[list[dict]], seed: int
+) -> list[list[str]]:
+    """`config.samples` replies to each prompt from the base model with `adapter` active."""
+    from companion.backbone import GenerationParams
+
+    n = config.samples
+    params = [
+        GenerationParams(
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            top_p=config.top_p,
+            seed=seed + i,
+        )
+        for i in range(len(prompts) * n)
+    ]
+    flat = [p for p in prompts for _ in range(n)]
+    if config.engine == "llamacpp":
+        replies = _sample_llamacpp(model_dir, adapter, flat, params)
+    else:
+        replies = _sample_hf(model_dir, adapter, flat, params)
+    return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(prompts))]
+
+
+def _sample_llamacpp(model_dir: Path, adapter: Path, prompts, params) -> list[str]:
+    from companion.backbone.llamacpp_config import LlamaCppConfig
+    from companion.backbone.llamacpp_engine import LlamaCppEngine
+
+    engine = LlamaCppEngine.from_config(
+        LlamaCppConfig(n_lanes=1, n_slots_per_lane=16, n_ctx_per_slot=1024, base_checkpoint=str(model_dir))
+    )
+    try:
+        engine.adapters.load("policy", adapter)
+
+        async def every() -> list[str]:
+            return await asyncio.gather(
+                *(
+                    engine.generate(p, adapter="policy", params=q)
+                    for p, q in zip(prompts, params, strict=True)
+                )
+            )
+
+        return asyncio.run(every())
+    finally:
+        engine.close()
+
+
+def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) -> list[str]:
+    from companion.backbone import BackboneConfig, HFBackbone
+
+    backbone = HFBackbone.from_config(BackboneConfig(model=str(model_dir)))
+    try:
+        backbone.adapters.load("policy", adapter)
+        replies: list[str] = []
+        for start in range(0, len(prompts), batch):
+            chunk = prompts[start : start + batch]
+            replies += backbone.generate_batch(chunk, adapters=["policy"] * len(chunk), params=params[start])
+        return replies
+    finally:
+        backbone.close()
+
+
+def best_worst_pairs(
+    contexts: list[DialogueSample], scored: list[list[ScoredReply]], registry, min_gap: float
+) -> list[dict]:
+    """One DPO row per context whose best and worst replies differ by at least `min_gap`."""
+    rows = []
+    for sample, replies in zip(contexts, scored, strict=True):
+        ranked = sorted(replies, key=lambda s: s.reward, reverse=True)
+        best, worst = ranked[0], ranked[-1]
+        if best.reply and best.reply != worst.reply and best.reward - worst.reward >= min_gap:
+            sample.reply = best.reply
+            rows.append(dpo_row(sample, registry.get(sample.persona_id), worst.reply))
+    return rows
+
+
+def with_template_share(
+    pairs: list[dict], templates: list[dict], share: float, rng: random.Random
+) -> list[dict]:
+    """`pairs` plus template pairs making up `share` of the result (as many as there are)."""
+    want = round(share * len(pairs) / (1 - share)) if share else 0
+    mixed = pairs + rng.sample(templates, k=min(want, len(templates)))
+    rng.shuffle(mixed)
+    return mixed
+
+
+def run_round(
+    round_no: int,
+    adapter: Path,
+    out: Path,
+    *,
+    data: Path,
+    config: OnPolicyConfig,
+    model_dir: Path,
+    scorer,
+    registry,
+) -> tuple[Path, dict]:
+    """One round from `adapter`; returns the new adapter's folder and the round's figures."""
+    contexts = round_contexts(data, config, round_no, registry)
+    prompts = [c.messages(registry.get(c.persona_id)) for c in contexts]
+    started = time.perf_counter()
+    replies = sample_replies(config, model_dir, adapter, prompts, seed=config.seed + 1000 * round_no)
+    sampling_s = time.perf_counter() - started
+    started = time.perf_counter()
+    scored = [scorer.score(c, registry.get(c.persona_id), r) for c, r in zip(contexts, replies, strict=True)]
+    scoring_s = time.perf_counter() - started
+    pairs = best_worst_pairs(contexts, scored, registry, config.min_gap)
+    if not pairs:
+        raise ConfigError(
+            f"round {round_no}: no context's replies differed by min_gap {config.min_gap}; "
+            "sample more replies per context, raise the temperature or lower min_gap."
+        )
+    rows = with_template_share(pairs, read_jsonl(data / "dpo.jsonl"), config.template_share,
+                               random.Random(config.seed + round_no))  # fmt: skip
+    target = out / f"round{round_no}"
+    target.mkdir(parents=True, exist_ok=True)
+    write_jsonl(target / "samples.jsonl", [
+        {"context": c.id, "strategy": c.strategy, "persona": c.persona_id, "trigger": c.trigger,
+         "replies": [asdict(s) for s in ss]} for c, ss in zip(contexts, scored, strict=True)
+    ])  # fmt: skip
+    write_jsonl(target / "pairs.jsonl", rows)
+    trained = train_dpo(rows, adapter, target, model_dir=model_dir, settings=config.dpo_settings())
+    rewards = [s.reward for ss in scored for s in ss]
+    n_words = sum(len(s.reply.split()) for ss in scored for s in ss)
+    figures = {
+        "round": round_no,
+        "from": str(adapter),
+        "contexts": len(contexts),
+        "replies": len(rewards),
+        "mean_reward": round(sum(rewards) / len(rewards), 3),
+        "mean_best_reward": round(sum(max(s.reward for s in ss) for ss in scored) / len(scored), 3),
+        "flagged_pct": round(100 * sum(bool(s.flags) for ss in scored for s in ss) / len(rewards), 1),
+        "on_policy_pairs": len(pairs),
+        "template_pairs": len(rows) - len(pairs),
+        "sampling_s": round(sampling_s, 1),
+        "sampled_words_per_s": round(n_words / sampling_s, 1),
+        "scoring_s": round(scoring_s, 1),
+        "training_s": trained["seconds"],
+        "first_loss": trained["first_loss"],
+        "last_loss": trained["last_loss"],
+    }
+    write_json(target / "round_summary.json", figures)
+    return target, figures
+
+
+def train_on_policy(
+    data: Path, adapter: Path, out: Path, *, config: OnPolicyConfig, model_dir: Path, reference_dir: Path
+) -> dict:
+    """Runs every round, each from the last one's adapter; returns the summary."""
+    from companion.backbone import BackboneConfig, HFBackbone
+    from companion.reflection import Reflector
+    from memory.embedding import MiniLMEmbedder
+    from persona_adapters import PersonaRegistry
+    from training.evaluation.persona_judge import PersonaJudge
+    from training.evaluation.support_judge import SupportJudge
+
+    registry, embedder = PersonaRegistry.default(), MiniLMEmbedder()
+    personas = [registry.get(p) for p in _json(data / "report.json")["config"]["personas"]]
+    reference = HFBackbone.from_config(BackboneConfig(model=str(reference_dir)))
+    scorer = ReplyScorer(Reflector(embedder), PersonaJudge(embedder, personas, load_bank()),
+                         SupportJudge(embedder), reference, RewardWeights())  # fmt: skip
+    rounds = []
+    try:
+        for round_no in range(1, config.rounds + 1):
+            adapter, figures = run_round(round_no, adapter, out, data=data, config=config, model_dir=model_dir,
+                                         scorer=scorer, registry=registry)  # fmt: skip
+            print(f"round {round_no}: {figures}", flush=True)
+            rounds.append(figures)
+    finally:
+        reference.close()
+    summary = {"rounds": rounds, "settings": asdict(config), "adapters": [r["round"] for r in rounds]}
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    from companion.backbone.provision import prepare_default_model
+
+    parser = job_parser(__doc__, config=CONFIG, smoke="2 rounds of 4 contexts x 2 replies, 1 step each")
+    parser.add_argument("--data", type=Path, required=True, help="a build_dialogues output folder")
+    parser.add_argument("--adapter", type=Path, required=True, help="the adapter round 1 starts from (SFT)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--model-dir", type=Path, help="base checkpoint; default: the provisioned default MoE"
+    )
+    parser.add_argument("--reference-dir", type=Path, help="fluency reference; default: the dense base")
+    args = parser.parse_args(argv)
+    config = load_config(OnPolicyConfig, args, contexts=4, samples=2, max_new_tokens=12, min_gap=0.0, steps=1,
+                         batch_size=1, max_length=384)  # fmt: skip
+    paths = prepare_default_model() if not (args.model_dir and args.reference_dir) else None
+    summary = train_on_policy(
+        args.data,
+        args.adapter,
+        args.out,
+        config=config,
+        model_dir=args.model_dir or paths.moe_dir,
+        reference_dir=args.reference_dir or paths.dense_dir,
+    )
+    print_summary({"rounds": [{k: r[k] for k in ("round", "mean_reward", "on_policy_pairs", "last_loss")}
+                              for r in summary["rounds"]]})  # fmt: skip
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))
