@@ -13,6 +13,7 @@ from companion.backbone.routing import (
     route_top_p,
     routers_of,
     routing_entropy,
+    soft_experts_per_token,
 )
 from companion.errors import ConfigError
 from tiny_models import tiny_llama, tiny_mixtral
@@ -130,3 +131,11 @@ def test_dense_models_get_no_router():
 def test_routing_config_rejects_bad_values(kwargs):
     with pytest.raises(ConfigError):
         RoutingConfig(**kwargs)
+
+
+def test_the_soft_expert_count_follows_top_p_and_carries_a_gradient():
+    logits = torch.log(torch.tensor([[0.25] * 4, [0.7, 0.1, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]])).requires_grad_()
+    count = soft_experts_per_token(torch.softmax(logits, dim=-1), 0.4, sharpness=0.01)
+    assert count.item() == pytest.approx(5 / 3, abs=0.02)  # top-p 0.4 picks 2, 1 and 2 experts
+    count.backward()
+    assert logits.grad.abs().sum() > 0

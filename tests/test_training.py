@@ -213,7 +213,7 @@ def test_router_training_changes_only_routers_and_moves_experts_per_token(tokeni
     texts = [
         f"Mira pours a cup of tea for traveller number {i}, who tells her about the road." for i in range(12)
     ]
-    config = RouterTrainingConfig(steps=8, batch_size=4, max_length=32, learning_rate=0.2, top_p=0.4)
+    config = RouterTrainingConfig(steps=8, batch_size=4, max_length=32, learning_rate=0.02, top_p=0.4)
     report = train_router(model, tokenizer, texts, config, log=lambda *_: None)
     routers = set(router_parameters(model))
     assert routers and all(not torch.equal(model.state_dict()[k], before[k]) for k in routers)
@@ -221,7 +221,10 @@ def test_router_training_changes_only_routers_and_moves_experts_per_token(tokeni
         if name not in routers:
             assert torch.equal(value, before[name]), f"{name} changed"
     assert report["mean_before"] == pytest.approx(2.0)
-    assert report["mean_after"] < report["mean_before"] - 0.1
+    assert 1.2 <= report["mean_after"] <= 1.8  # the target (1.5) holds it off both 2.0 and collapse to 1.0
+    assert len(report["balance_after"]) == len(model.model.layers) and all(
+        1.0 <= b <= 4.0 for b in report["balance_after"]
+    )
 
 
 def _module(args, env, timeout=900):

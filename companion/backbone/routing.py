@@ -93,6 +93,18 @@ def routing_entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs.float() * logp).sum(dim=-1).mean()
 
 
+def soft_experts_per_token(probs: torch.Tensor, top_p: float, sharpness: float = 0.05) -> torch.Tensor:
+    """A differentiable mean of how many experts top-p routing picks per token.
+
+    Top-p takes experts in order of probability until their sum reaches p, so it picks
+    1 + #{k < n_experts : c_k < p}, where c_k is the sum of the k largest probabilities.
+    Each indicator becomes sigmoid((p - c_k) / sharpness); (n_tokens, n_experts) -> scalar.
+    """
+    ordered, _ = probs.float().sort(dim=-1, descending=True)
+    cumulative = ordered.cumsum(dim=-1)[:, :-1]
+    return (1 + torch.sigmoid((top_p - cumulative) / sharpness).sum(dim=-1)).mean()
+
+
 @dataclass
 class RoutingStats:
     """Experts used per token, per layer, over every token a model processed (prompt and reply).

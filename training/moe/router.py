@@ -1,4 +1,4 @@
-"""Router training for the upcycled MoE: load-balancing loss + entropy term, top-p routing.
+"""Router training for the upcycled MoE: load-balancing loss + an experts-per-token target, top-p routing.
 
     python -m training.moe.router --out runs/router               # training/configs/router.yaml
     python -m training.moe.router --out /tmp/router --smoke       # 2 steps
@@ -7,11 +7,16 @@ Upcycles the dense default checkpoint (companion.backbone.upcycle: every expert 
 the dense MLP, fresh routers), installs dynamic top-p routing, freezes everything but the
 router weights, and trains them on persona and memory-grounded dialogue text with
 
-    loss = LM loss + load_balance_weight * load-balancing loss + entropy_weight * router entropy
+    loss = LM loss + load_balance_weight * load-balancing loss
+         + experts_weight * sum over layers of (soft experts per token - target_experts)^2
+         + entropy_weight * router entropy
 
-(Switch Transformer's balance loss; the entropy term of "Harder Tasks Need More Experts",
-Huang et al. 2024, which sharpens top-p routing so easy tokens use fewer experts). Prints
-experts per token by layer before and after, and saves the routers
+Switch Transformer's balance loss (1.0 per layer when balanced) keeps every expert in use.
+The entropy term of "Harder Tasks Need More Experts" (Huang et al. 2024) sharpens top-p
+routing, but alone it drives every token to one expert (the 2026-11-23 run: 1.004 experts
+per token, balance 30 -> 89 of 120), so by default it is off and a target holds the count
+instead: `routing.soft_experts_per_token` is top-p's count made differentiable. Prints
+experts per token by layer and the balance loss before and after, and saves the routers
 (router_weights.safetensors) with a JSON report.
 """
 
@@ -34,17 +39,20 @@ class RouterTrainingConfig(YamlConfig):
     learning_rate: float = 1e-2
     max_length: int = 256
     top_p: float = 0.4
-    load_balance_weight: float = 0.01
-    entropy_weight: float = 0.1
+    load_balance_weight: float = 0.1
+    target_experts: float = 1.5
+    experts_weight: float = 1.0
+    entropy_weight: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_counts(self, "steps", "batch_size")
         check(0 < self.top_p <= 1, f"top_p is {self.top_p}; expected a value in (0, 1].")
         check(
-            self.load_balance_weight >= 0 and self.entropy_weight >= 0,
-            "load_balance_weight and entropy_weight must be >= 0.",
+            min(self.load_balance_weight, self.entropy_weight, self.experts_weight) >= 0,
+            "load_balance_weight, experts_weight and entropy_weight must be >= 0.",
         )
+        check(1 <= self.target_experts, f"target_experts is {self.target_experts}; expected >= 1.")
 
 
 def router_parameters(model) -> dict[str, object]:
@@ -55,35 +63,58 @@ def router_parameters(model) -> dict[str, object]:
     return {name: p for name, p in model.named_parameters() if id(p) in routers}
 
 
-def experts_per_token(model, batches) -> list[float]:
-    """Mean experts per token by layer over `batches` (no gradient)."""
+def held_out_routing(model, batches) -> tuple[list[float], list[float]]:
+    """(mean experts per token, load-balance loss) by layer over `batches`, no gradient.
+
+    Balance is 1.0 for a layer whose experts get equal load and equal mean probability,
+    and n_experts when one expert takes everything."""
     import torch
 
-    from companion.backbone.routing import RoutingStats, routers_of
+    from companion.backbone.routing import RoutingStats, load_balance_loss, routers_of
 
-    stats = RoutingStats()
-    for router in routers_of(model):
+    stats, routers = RoutingStats(), routers_of(model)
+    sums, counts = [0.0] * len(routers), [0] * len(routers)
+    mask: dict = {}
+
+    def hook_for(layer: int):
+        def hook(module, inputs, output):
+            logits, _, index = output
+            probs = torch.softmax(logits.float(), dim=-1)[mask["real"]]
+            sums[layer] += float(load_balance_loss(probs, index[mask["real"]], module.num_experts))
+            counts[layer] += 1
+
+        return hook
+
+    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
+    for router in routers:
         router.stats = stats
-    with torch.no_grad():
-        for batch in batches:
-            model(**batch)
-    for router in routers_of(model):
-        router.stats = None
-    return [round(v, 3) for v in stats.mean_experts_per_token()]
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                mask["real"] = batch["attention_mask"].reshape(-1).bool()
+                model(**batch)
+    finally:
+        for router, handle in zip(routers, handles, strict=True):
+            router.stats = None
+            handle.remove()
+    balance = [round(s / max(c, 1), 3) for s, c in zip(sums, counts, strict=True)]
+    return [round(v, 3) for v in stats.mean_experts_per_token()], balance
 
 
-def routing_losses(captured: list, n_experts: int):
-    """(load-balance, entropy) summed over layers from the routers' captured outputs."""
+def routing_losses(captured: list, n_experts: int, top_p: float, target: float):
+    """(load-balance, squared distance of experts per token from `target`, entropy), each
+    summed over layers, from the routers' captured outputs."""
     import torch
 
-    from companion.backbone.routing import load_balance_loss, routing_entropy
+    from companion.backbone.routing import load_balance_loss, routing_entropy, soft_experts_per_token
 
-    balance, entropy = torch.zeros(()), torch.zeros(())
+    balance, off_target, entropy = torch.zeros(()), torch.zeros(()), torch.zeros(())
     for logits, index, mask in captured:
         probs = torch.softmax(logits.float(), dim=-1)[mask]  # (n_real_tokens, n_experts)
         balance = balance + load_balance_loss(probs, index[mask], n_experts)
+        off_target = off_target + (soft_experts_per_token(probs, top_p) - target) ** 2
         entropy = entropy + routing_entropy(probs)
-    return balance, entropy
+    return balance, off_target, entropy
 
 
 def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfig, *, log=print) -> dict:
@@ -116,7 +147,7 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
     ]
     held_out = batches[-2:] if len(batches) > 3 else batches[-1:]
     train = batches[: len(batches) - len(held_out)] or batches
-    before = experts_per_token(model, held_out)
+    before, balance_before = held_out_routing(model, held_out)
     captured: list = []
     mask_holder: dict = {}
 
@@ -135,13 +166,20 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
         captured.clear()
         labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
         out = model(**batch, labels=labels)
-        balance, entropy = routing_losses(captured, n_experts)
-        loss = out.loss + config.load_balance_weight * balance + config.entropy_weight * entropy
+        balance, off_target, entropy = routing_losses(
+            captured, n_experts, config.top_p, config.target_experts
+        )
+        loss = (
+            out.loss
+            + config.load_balance_weight * balance
+            + config.experts_weight * off_target
+            + config.entropy_weight * entropy
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         history.append({"step": step + 1, "lm": round(out.loss.item(), 4), "balance": round(balance.item(), 4),
-                        "entropy": round(entropy.item(), 4)})  # fmt: skip
+                        "off_target": round(off_target.item(), 4), "entropy": round(entropy.item(), 4)})  # fmt: skip
         if step == 0 or (step + 1) % max(1, config.steps // 5) == 0:
             log(
                 f"step {step + 1}/{config.steps}: "
@@ -150,16 +188,33 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
     for handle in handles:
         handle.remove()
     model.eval()
-    after = experts_per_token(model, held_out)
+    after, balance_after = held_out_routing(model, held_out)
     return {
         "config": asdict(config),
+        "n_experts": n_experts,
         "seconds": round(time.perf_counter() - started, 1),
         "experts_per_token_before": before,
         "experts_per_token_after": after,
         "mean_before": round(sum(before) / len(before), 3),
         "mean_after": round(sum(after) / len(after), 3),
+        "balance_before": balance_before,
+        "balance_after": balance_after,
+        "total_balance_before": round(sum(balance_before), 2),
+        "total_balance_after": round(sum(balance_after), 2),
         "history": history,
     }
+
+
+def routing_table(report: dict, top_p: float) -> str:
+    """Markdown: experts per token and balance loss by layer, before and after training."""
+    lines = [f"held-out text, top-p {top_p:.2f}; balance 1.0 = even load, {report['n_experts']} = one expert",
+             "| layer | experts/token before | after | balance before | after |", "|---|---|---|---|---|"]  # fmt: skip
+    columns = ("experts_per_token_before", "experts_per_token_after", "balance_before", "balance_after")
+    for i, row in enumerate(zip(*(report[c] for c in columns), strict=True)):
+        lines.append(f"| {i} | " + " | ".join(map(str, row)) + " |")
+    lines.append(f"| mean / sum | {report['mean_before']} | {report['mean_after']} | "
+                 f"{report['total_balance_before']} | {report['total_balance_after']} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def training_texts(tokenizer, n: int) -> list[str]:
@@ -201,13 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     save_file({k: v.detach().contiguous() for k, v in router_parameters(model).items()},
               str(args.out / "router_weights.safetensors"))  # fmt: skip
     write_json(args.out / "report.json", report)
-    print(f"experts per token by layer (top-p {config.top_p:.2f}), held-out text:")
-    print("| layer | before | after |\n|---|---|---|")
-    for i, (b, a) in enumerate(
-        zip(report["experts_per_token_before"], report["experts_per_token_after"], strict=True)
-    ):
-        print(f"| {i} | {b} | {a} |")
-    print(f"| mean | {report['mean_before']} | {report['mean_after']} |")
+    print(routing_table(report, config.top_p))
 
 
 if __name__ == "__main__":
