@@ -267,3 +267,20 @@ def test_router_and_summarizer_scripts_run_in_smoke_mode(tmp_path, subprocess_en
     )
     assert summarizer.returncode == 0, summarizer.stderr[-3000:]
     assert json.loads(summarizer.stdout.strip().splitlines()[-1])["steps"] == 2
+
+
+def test_experts_and_a_dense_control_train_on_the_same_tokens_and_the_experts_come_apart(tokenizer, tmp_path):
+    from tiny_models import tiny_llama
+    from training.moe.experts import ExpertTrainingConfig, compare, report_table
+
+    tiny_llama().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    config = ExpertTrainingConfig(steps=3, batch_size=2, max_length=48, n_dialogues=6, learning_rate=1e-3)
+    report = compare(tmp_path, config, log=lambda *_: None)
+    dense, moe = report["dense"], report["moe"]
+    assert moe["first_lm"] == pytest.approx(dense["first_lm"], abs=1e-4)  # upcycled: the same model at step 1
+    assert dense["last_lm"] != dense["first_lm"] and moe["last_lm"] != moe["first_lm"]
+    assert moe["largest_expert_difference"] > 0  # copies no longer
+    assert moe["trained_params"] > dense["trained_params"] and 1.0 <= moe["active_mlp"] <= 4.0
+    assert len(moe["experts_per_token"]) == len(moe["balance"]) > 0
+    assert "| dense control |" in report_table(report) and "| MoE (experts + routers) |" in report_table(report)

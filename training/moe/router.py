@@ -117,8 +117,41 @@ def routing_losses(captured: list, n_experts: int, top_p: float, target: float):
     return balance, off_target, entropy
 
 
-def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfig, *, log=print) -> dict:
-    """Trains `model`'s routers in place (top-p routing installed first); returns the report."""
+def token_batches(tokenizer, texts: list[str], batch_size: int, max_length: int) -> tuple[list, list]:
+    """(training batches, held-out batches): the texts tokenized in order, the last one or two
+    batches held out."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    batches = [
+        tokenizer(
+            texts[i : i + batch_size],
+            return_tensors="pt",
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+        )
+        for i in range(0, len(texts), batch_size)
+    ]
+    held_out = batches[-2:] if len(batches) > 3 else batches[-1:]
+    return batches[: len(batches) - len(held_out)] or batches, held_out
+
+
+def train_router(
+    model,
+    tokenizer,
+    texts: list[str],
+    config: RouterTrainingConfig,
+    *,
+    log=print,
+    also_train: dict | None = None,
+    also_learning_rate: float | None = None,
+) -> dict:
+    """Trains `model`'s routers in place (top-p routing installed first); returns the report.
+
+    Args:
+        also_train: more parameters (name -> parameter) trained beside the routers, such as
+            the experts (training.moe.experts), at `also_learning_rate`.
+    """
     import torch
 
     from companion.backbone.config import RoutingConfig
@@ -131,22 +164,9 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
     for p in model.parameters():
         p.requires_grad_(False)
     trainable = router_parameters(model)
-    for p in trainable.values():
+    for p in [*trainable.values(), *(also_train or {}).values()]:
         p.requires_grad_(True)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    batches = [
-        tokenizer(
-            texts[i : i + config.batch_size],
-            return_tensors="pt",
-            padding=True,
-            truncation=True,
-            max_length=config.max_length,
-        )  # fmt: skip
-        for i in range(0, len(texts), config.batch_size)
-    ]
-    held_out = batches[-2:] if len(batches) > 3 else batches[-1:]
-    train = batches[: len(batches) - len(held_out)] or batches
+    train, held_out = token_batches(tokenizer, texts, config.batch_size, config.max_length)
     before, balance_before = held_out_routing(model, held_out)
     captured: list = []
     mask_holder: dict = {}
@@ -156,7 +176,10 @@ def train_router(model, tokenizer, texts: list[str], config: RouterTrainingConfi
         captured.append((logits, index, mask_holder["mask"]))
 
     handles = [r.register_forward_hook(hook) for r in routers]
-    optimizer = torch.optim.AdamW(list(trainable.values()), lr=config.learning_rate)
+    groups = [{"params": list(trainable.values()), "lr": config.learning_rate}]
+    if also_train:
+        groups.append({"params": list(also_train.values()), "lr": also_learning_rate or config.learning_rate})
+    optimizer = torch.optim.AdamW(groups)
     model.train()
     history = []
     started = time.perf_counter()
@@ -217,17 +240,20 @@ def routing_table(report: dict, top_p: float) -> str:
     return "\n".join(lines)
 
 
-def training_texts(tokenizer, n: int) -> list[str]:
-    """Persona example dialogues and builder dialogues, rendered with the chat template."""
+def training_texts(
+    tokenizer, n: int, *, facts: list[dict] | None = None, persona_lines: bool = True
+) -> list[str]:
+    """Persona example dialogues (unless `persona_lines` is False) and `n` builder dialogues
+    about `facts` (default: the whole bank), rendered with the chat template."""
     from persona_adapters import PersonaRegistry
     from training.data.dialogues import TemplateDrafter, load_bank, sample_dialogues, sft_row
     from training.sft.persona import persona_conversations
 
     registry, bank = PersonaRegistry.default(), load_bank()
     personas = [registry.get(p) for p in ("mira", "orla", "marlowe")]
-    rows = [r for p in personas for r in persona_conversations(p)]
+    rows = [r for p in personas for r in persona_conversations(p)] if persona_lines else []
     drafter = TemplateDrafter(bank, seed=1)
-    for sample in sample_dialogues(personas, bank, n=n, seed=1):
+    for sample in sample_dialogues(personas, bank, n=n, seed=1, facts=facts):
         persona = registry.get(sample.persona_id)
         sample.reply = drafter.draft(sample, persona)
         rows.append(sft_row(sample, persona))
