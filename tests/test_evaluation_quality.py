@@ -53,3 +53,25 @@ def test_the_support_judge_reads_comfort_on_replies_it_never_saw(minilm):
     ) == [True, False]
     held = judge.heldout_accuracy()
     assert held["n"] >= 40 and held["pct"] >= 75  # 85% [71-93] when written; chance is 50%
+
+
+def test_replies_scored_together_on_a_shared_prompt_cache_get_each_ones_own_nll(tiny_checkpoint):
+    from companion.backbone import BackboneConfig, HFBackbone
+    from training.evaluation.quality import completion_nll, completion_nlls
+
+    backbone = HFBackbone.from_config(BackboneConfig(model=str(tiny_checkpoint)))
+    messages = [
+        {"role": "system", "content": "You are Mira."},
+        {"role": "user", "content": "Any stew tonight?"},
+    ]
+    replies = [
+        "Aye, love, a big pot of it.",
+        "No.",
+        "The road north is muddy, traveller, so mind your boots.",
+    ]
+    together = completion_nlls(backbone, messages, replies)
+    alone = [completion_nll(backbone, messages, r) for r in replies]
+    assert [n for _, n in together] == [n for _, n in alone]
+    assert [t for t, _ in together] == pytest.approx([t for t, _ in alone], rel=1e-4)
+    assert len({round(t, 3) for t, _ in together}) == 3
+    backbone.close()

@@ -38,7 +38,10 @@ def _recall_sample() -> DialogueSample:
     fact = next(f for f in bank["facts"] if f["id"] == "stomach")
     sample = DialogueSample(id="t-1", persona_id="mira", strategy="recall", told=[fact],
                             trigger=fact["triggers"][0], recall_fact=fact)  # fmt: skip
-    sample.history = [{"role": "player", "text": fact["said"]}, {"role": "npc", "text": "I'll remember, love."}]
+    sample.history = [
+        {"role": "player", "text": fact["said"]},
+        {"role": "npc", "text": "I'll remember, love."},
+    ]
     return sample
 
 
@@ -91,7 +94,7 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
                               reference_dir=tiny_checkpoint)  # fmt: skip
     assert [r["from"] for r in summary["rounds"]] == [str(sft), str(out / "round1")]
     weights = [load_file(str(p / "adapter_model.safetensors")) for p in (sft, out / "round1", out / "round2")]
-    for before, after in zip(weights, weights[1:]):
+    for before, after in zip(weights, weights[1:], strict=False):
         assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
     for round_dir in (out / "round1", out / "round2"):
         samples = read_jsonl(round_dir / "samples.jsonl")

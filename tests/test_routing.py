@@ -134,7 +134,9 @@ def test_routing_config_rejects_bad_values(kwargs):
 
 
 def test_the_soft_expert_count_follows_top_p_and_carries_a_gradient():
-    logits = torch.log(torch.tensor([[0.25] * 4, [0.7, 0.1, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]])).requires_grad_()
+    logits = torch.log(
+        torch.tensor([[0.25] * 4, [0.7, 0.1, 0.1, 0.1], [0.3, 0.3, 0.2, 0.2]])
+    ).requires_grad_()
     count = soft_experts_per_token(torch.softmax(logits, dim=-1), 0.4, sharpness=0.01)
     assert count.item() == pytest.approx(5 / 3, abs=0.02)  # top-p 0.4 picks 2, 1 and 2 experts
     count.backward()

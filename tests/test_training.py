@@ -283,4 +283,6 @@ def test_experts_and_a_dense_control_train_on_the_same_tokens_and_the_experts_co
     assert moe["largest_expert_difference"] > 0  # copies no longer
     assert moe["trained_params"] > dense["trained_params"] and 1.0 <= moe["active_mlp"] <= 4.0
     assert len(moe["experts_per_token"]) == len(moe["balance"]) > 0
-    assert "| dense control |" in report_table(report) and "| MoE (experts + routers) |" in report_table(report)
+    assert "| dense control |" in report_table(report) and "| MoE (experts + routers) |" in report_table(
+        report
+    )

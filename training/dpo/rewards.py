@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from persona_adapters import Persona
 from training.data.dialogues import DialogueSample, check_reply
-from training.evaluation.quality import completion_nll, grounded, repetition
+from training.evaluation.quality import completion_nlls, grounded, repetition
 
 FLAG_PENALTIES = {
     "invented_memory": 2.0,
@@ -74,7 +74,7 @@ class ReplyScorer:
         w = self.weights
         voices = self.persona_judge.attribute(replies)
         supportive = self.support_judge.supportive(replies) if sample.strategy == "support" else None
-        messages = sample.messages(persona)
+        nlls = completion_nlls(self.reference, sample.messages(persona), replies)
         scored = []
         for i, reply in enumerate(replies):
             flags = check_reply(reply, sample, self.reflector)
@@ -85,7 +85,7 @@ class ReplyScorer:
                 parts["support"] = w.support * supportive[i]
             parts["persona"] = w.persona * (voices[i] == sample.persona_id)
             parts["repetition"] = -w.repetition * repetition(reply)
-            total, n = completion_nll(self.reference, messages, reply) if reply else (0.0, 0)
-            parts["fluency"] = -w.fluency * (total / n if n else 10.0)
+            total, n = nlls[i]
+            parts["fluency"] = -w.fluency * (total / n if reply else 10.0)
             scored.append(ScoredReply(reply, round(sum(parts.values()), 4), parts, flags))
         return scored

@@ -94,3 +94,40 @@ def completion_nll(
     start = prefix_ids.shape[1] - 1  # the first reply token's position among the predictions
     token_logprobs = logprobs[start:].gather(1, ids[0, 1:][start:, None])[:, 0]
     return -float(token_logprobs.sum()), int(token_logprobs.numel())
+
+
+def completion_nlls(backbone, messages: list[dict], replies: list[str]) -> list[tuple[float, int]]:
+    """`completion_nll` of each reply after the same `messages`, with the prompt run once:
+    its KV cache is shared by every reply (scored together as one padded batch)."""
+    import torch
+
+    tokenizer = backbone.tokenizer
+    prefix = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prefix_ids = tokenizer(prefix, add_special_tokens=False, return_tensors="pt").input_ids
+    # each reply's tokens as they come after the prefix (tokenized together, so the boundary is the same)
+    tails = [
+        tokenizer(prefix + reply + tokenizer.eos_token, add_special_tokens=False).input_ids[
+            prefix_ids.shape[1] :
+        ]
+        for reply in replies
+    ]
+    if not replies:
+        return []
+    width = max(len(t) for t in tails)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
+    mask = torch.tensor([[1] * (prefix_ids.shape[1] + len(t)) + [0] * (width - len(t)) for t in tails])
+    with torch.no_grad():
+        first = backbone.model(prefix_ids, use_cache=True)
+        cache = first.past_key_values
+        cache.batch_repeat_interleave(len(replies))
+        logits = backbone.model(ids, attention_mask=mask, past_key_values=cache).logits
+    # the last prefix position predicts each reply's first token; reply position i predicts token i + 1
+    last = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+    logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    out = []
+    for row, tail in enumerate(tails):
+        n = len(tail)
+        total = float(last[tail[0]]) + float(logprobs[row, : n - 1].gather(1, ids[row, 1:n, None]).sum())
+        out.append((-total, n))
+    return out
