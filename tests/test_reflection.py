@@ -115,6 +115,20 @@ def test_post_check_flags(reflector, draft, kinds):
     assert {f.kind for f in check.flags} == kinds
 
 
+@pytest.mark.parametrize(
+    ("draft", "breaks"),
+    [
+        ("Artificial intelligence? Never heard of it, love. Ask me about the roads instead.", False),
+        ("As an artificial intelligence, I have no inn, but I can describe one.", True),
+        ("I'm an artificial intelligence, so I cannot taste the stew.", True),
+    ],
+)
+def test_refusing_a_topic_by_its_name_is_not_breaking_character(reflector, draft, breaks):
+    refuse = _decision(strategy="refuse", refuse_topic="artificial intelligence")
+    check = reflector.after(draft, decision=refuse, known=[])
+    assert ("breaks_character" in {f.kind for f in check.flags}) is breaks
+
+
 def test_post_check_catches_a_superseded_fact():
     old = _event("The player lives in Paris.", type="personal_info", importance=6)
     new = _event("The player moved to Berlin.", type="personal_info", importance=6, supersedes=old.id)

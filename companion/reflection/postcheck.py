@@ -17,7 +17,8 @@ from memory.protocols import Embedder
 from memory.retrieval import fact_key
 
 BREAKS_CHARACTER = re.compile(
-    r"\b(as an ai|an ai( language)? model|a language model|i am an ai|i'm an ai|artificial intelligence|openai|"
+    r"\b(as an ai|an ai( language)? model|a language model|i am an ai|i'm an ai|"
+    r"(as|i am|i'm) an artificial intelligence|openai|"
     r"chatgpt|as a (virtual|digital) assistant|i'm (just )?a (chat)?bot|i am (just )?a (chat)?bot|"
     r"i (don't|do not) have (personal )?(feelings|experiences|a body|emotions)|my training data|"
     r"i cannot browse|i was trained|as an assistant)\b",
