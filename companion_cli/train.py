@@ -17,9 +17,18 @@ JOBS: dict[str, tuple[str, str]] = {
     "sft-persona": ("training.sft.persona", "one persona's LoRA adapter (see also: companion persona train)"),
     "sft-summarizer": ("training.sft.summarizer", "the generative summarizer's LoRA adapter"),
     "dpo": ("training.dpo.train", "DPO from an SFT adapter on the built (template) preference pairs"),
-    "on-policy": ("training.dpo.on_policy", "on-policy DPO rounds: sample, judge, pair best with worst, train"),
-    "router": ("training.moe.router", "the MoE routers (load balance, experts-per-token target) with top-p routing"),
-    "experts": ("training.moe.experts", "the MoE's experts and routers vs a dense control on the same tokens"),
+    "on-policy": (
+        "training.dpo.on_policy",
+        "on-policy DPO rounds: sample, judge, pair best with worst, train",
+    ),
+    "router": (
+        "training.moe.router",
+        "the MoE routers (load balance, experts-per-token target) with top-p routing",
+    ),
+    "experts": (
+        "training.moe.experts",
+        "the MoE's experts and routers vs a dense control on the same tokens",
+    ),
     "emotion": ("training.classifiers.emotion", "reflection's emotion classifier (companion/weights)"),
     "reflection": (
         "training.classifiers.reflection",
