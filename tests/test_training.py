@@ -261,7 +261,9 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
 def test_router_and_summarizer_scripts_run_in_smoke_mode(tmp_path, subprocess_env, default_paths):
     router = _module(["training.moe.router", "--out", str(tmp_path / "router"), "--smoke"], subprocess_env)
     assert router.returncode == 0, router.stderr[-3000:]
-    assert "| mean / sum |" in router.stdout and (tmp_path / "router" / "router_weights.safetensors").is_file()
+    assert (
+        "| mean / sum |" in router.stdout and (tmp_path / "router" / "router_weights.safetensors").is_file()
+    )
     summarizer = _module(
         ["training.sft.summarizer", "--out", str(tmp_path / "summ"), "--smoke"], subprocess_env
     )
