@@ -17,7 +17,8 @@ Each round:
 5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference.
 
 Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
-its reward parts), pairs.jsonl and training_summary.json; `--out`/summary.json.
+its reward parts), pairs.jsonl, round_summary.json (the round's figures) and training_summary.json;
+`--out`/summary.json holds every round's figures.
 """
 
 from __future__ import annotations
