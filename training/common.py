@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +45,13 @@ def load_config(cls: type[C], args: argparse.Namespace, **smoke: Any) -> C:
     """The job's settings from `--config`, shrunk by the `smoke` overrides under `--smoke`."""
     config = cls.from_file(args.config)  # type: ignore[attr-defined]
     return replace(config, **smoke) if getattr(args, "smoke", False) and smoke else config
+
+
+def settings_for(cls: type[C], source: Any, **overrides: Any) -> C:
+    """A `cls` settings object from `source`'s fields of the same names, then `overrides`
+    (a job that runs another job passes its own settings on)."""
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    return cls(**{n: getattr(source, n) for n in names if hasattr(source, n)} | overrides)
 
 
 def check(condition: bool, message: str) -> None:

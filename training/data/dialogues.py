@@ -263,9 +263,20 @@ class BackboneDrafter:
 
 def check_reply(reply: str, sample: DialogueSample, reflector: Reflector) -> list[str]:
     """Problems with `reply` for this sample (empty: keep it)."""
-    check = reflector.after(
-        reply, decision=sample.decision(), known=sample.events(), player_lines=sample.player_lines()
+    return reply_problems(
+        reply,
+        reflector,
+        decision=sample.decision(),
+        known=sample.events(),
+        player_lines=sample.player_lines(),
     )
+
+
+def reply_problems(
+    reply: str, reflector: Reflector, *, decision: Decision, known: list[MemoryEvent], player_lines: list[str]
+) -> list[str]:
+    """The runtime post-check's flag kinds for `reply`, plus "generic" for a short or stock line."""
+    check = reflector.after(reply, decision=decision, known=known, player_lines=player_lines)
     problems = [flag.kind for flag in check.flags]
     if len(reply.split()) < 4 or GENERIC.search(reply.strip()):
         problems.append("generic")

@@ -40,6 +40,7 @@ from training.common import (
     load_config,
     print_summary,
     run,
+    settings_for,
     write_json,
 )
 from training.data.dialogues import (
@@ -82,33 +83,34 @@ class OnPolicyConfig(YamlConfig):
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
 
-    def dpo_settings(self) -> DPOTrainingConfig:
-        return DPOTrainingConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            beta=self.beta,
-            max_length=self.max_length,
-            seed=self.seed,
+
+@dataclass(frozen=True)
+class Build:
+    """What the rounds take from a build_dialogues output folder, read once."""
+
+    personas: list  # Persona objects, as the build drew them
+    facts: list[dict]  # the facts it trained on (never its held-out ones)
+    template_pairs: list[dict]  # its dpo.jsonl rows
+
+    @classmethod
+    def read(cls, data: Path, registry) -> Build:
+        report_path = data / "report.json"
+        if not report_path.is_file():
+            raise ConfigError(f"{report_path} is missing; --data must be a build_dialogues output folder.")
+        built = json.loads(report_path.read_text(encoding="utf-8"))["config"]
+        heldout = set(built["heldout_facts"])
+        return cls(
+            personas=[registry.get(p) for p in built["personas"]],
+            facts=[f for f in load_bank()["facts"] if f["id"] not in heldout],
+            template_pairs=read_jsonl(data / "dpo.jsonl"),
         )
 
 
-def round_contexts(data: Path, config: OnPolicyConfig, round_no: int, registry) -> list[DialogueSample]:
-    """Fresh contexts for one round, from the facts `data`'s build trained on (never its held-out ones)."""
-    report_path = data / "report.json"
-    if not report_path.is_file():
-        raise ConfigError(f"{report_path} is missing; --data must be a build_dialogues output folder.")
-    built = _json(report_path)["config"]
-    bank = load_bank()
-    facts = [f for f in bank["facts"] if f["id"] not in set(built["heldout_facts"])]
-    personas = [registry.get(p) for p in built["personas"]]
+def round_contexts(build: Build, config: OnPolicyConfig, round_no: int) -> list[DialogueSample]:
+    """Fresh contexts for one round (a new draw each round), from the build's training facts."""
     return sample_dialogues(
-        personas, bank, n=config.contexts, seed=config.seed + 7919 * round_no, facts=facts
+        build.personas, load_bank(), n=config.contexts, seed=config.seed + 7919 * round_no, facts=build.facts
     )
-
-
-def _json(path: Path) -> dict:
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def sample_replies(
@@ -202,14 +204,14 @@ def run_round(
     adapter: Path,
     out: Path,
     *,
-    data: Path,
+    build: Build,
     config: OnPolicyConfig,
     model_dir: Path,
     scorer,
     registry,
 ) -> tuple[Path, dict]:
     """One round from `adapter`; returns the new adapter's folder and the round's figures."""
-    contexts = round_contexts(data, config, round_no, registry)
+    contexts = round_contexts(build, config, round_no)
     prompts = [c.messages(registry.get(c.persona_id)) for c in contexts]
     started = time.perf_counter()
     replies = sample_replies(config, model_dir, adapter, prompts, seed=config.seed + 1000 * round_no)
@@ -223,7 +225,7 @@ def run_round(
             f"round {round_no}: no context's replies differed by min_gap {config.min_gap}; "
             "sample more replies per context, raise the temperature or lower min_gap."
         )
-    rows = with_template_share(pairs, read_jsonl(data / "dpo.jsonl"), config.template_share,
+    rows = with_template_share(pairs, build.template_pairs, config.template_share,
                                random.Random(config.seed + round_no))  # fmt: skip
     target = out / f"round{round_no}"
     target.mkdir(parents=True, exist_ok=True)
@@ -232,7 +234,9 @@ def run_round(
          "replies": [asdict(s) for s in ss]} for c, ss in zip(contexts, scored, strict=True)
     ])  # fmt: skip
     write_jsonl(target / "pairs.jsonl", rows)
-    trained = train_dpo(rows, adapter, target, model_dir=model_dir, settings=config.dpo_settings())
+    trained = train_dpo(
+        rows, adapter, target, model_dir=model_dir, settings=settings_for(DPOTrainingConfig, config)
+    )
     rewards = [s.reward for ss in scored for s in ss]
     n_words = sum(len(s.reply.split()) for ss in scored for s in ss)
     figures = {
@@ -268,20 +272,20 @@ def train_on_policy(
     from training.evaluation.support_judge import SupportJudge
 
     registry, embedder = PersonaRegistry.default(), MiniLMEmbedder()
-    personas = [registry.get(p) for p in _json(data / "report.json")["config"]["personas"]]
+    build = Build.read(data, registry)
     reference = HFBackbone.from_config(BackboneConfig(model=str(reference_dir)))
-    scorer = ReplyScorer(Reflector(embedder), PersonaJudge(embedder, personas, load_bank()),
+    scorer = ReplyScorer(Reflector(embedder), PersonaJudge(embedder, build.personas, load_bank()),
                          SupportJudge(embedder), reference, RewardWeights())  # fmt: skip
     rounds = []
     try:
         for round_no in range(1, config.rounds + 1):
-            adapter, figures = run_round(round_no, adapter, out, data=data, config=config, model_dir=model_dir,
+            adapter, figures = run_round(round_no, adapter, out, build=build, config=config, model_dir=model_dir,
                                          scorer=scorer, registry=registry)  # fmt: skip
             print(f"round {round_no}: {figures}", flush=True)
             rounds.append(figures)
     finally:
         reference.close()
-    summary = {"rounds": rounds, "settings": asdict(config), "adapters": [r["round"] for r in rounds]}
+    summary = {"rounds": rounds, "settings": asdict(config)}
     write_json(out / "summary.json", summary)
     return summary
 

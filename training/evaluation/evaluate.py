@@ -47,7 +47,7 @@ from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import PersonaRegistry
 from training.common import job_parser, run, write_json
-from training.data.dialogues import GENERIC, DialogueSample, load_bank, read_jsonl
+from training.data.dialogues import DialogueSample, load_bank, read_jsonl, reply_problems
 from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.quality import (
     completion_nll,
@@ -118,11 +118,11 @@ def scenario_items(
 
 
 def judge(reply: str, item: EvalItem, reflector: Reflector) -> set[str]:
-    check = reflector.after(reply, decision=item.decision, known=item.known, player_lines=item.player_lines)
-    kinds = {f.kind for f in check.flags}
-    if len(reply.split()) < 4 or GENERIC.search(reply.strip()):
-        kinds.add("generic")
-    return kinds
+    return set(
+        reply_problems(
+            reply, reflector, decision=item.decision, known=item.known, player_lines=item.player_lines
+        )
+    )
 
 
 def score(results: list[tuple[EvalItem, set[str], str, float | None, str, bool]]) -> dict:

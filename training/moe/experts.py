@@ -25,10 +25,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from companion.yaml_config import YamlConfig
-from training.common import CONFIGS, check, check_counts, job_parser, load_config, run, write_json
+from training.common import (
+    CONFIGS,
+    check,
+    check_counts,
+    job_parser,
+    load_config,
+    run,
+    settings_for,
+    write_json,
+)
 from training.moe.router import (
     RouterTrainingConfig,
     held_out_routing,
+    router_parameters,
     token_batches,
     train_router,
     training_texts,
@@ -57,17 +67,8 @@ class ExpertTrainingConfig(YamlConfig):
         check(self.learning_rate > 0, f"learning_rate is {self.learning_rate}; expected > 0.")
 
     def router_config(self) -> RouterTrainingConfig:
-        return RouterTrainingConfig(
-            steps=self.steps,
-            batch_size=self.batch_size,
-            learning_rate=self.router_learning_rate,
-            max_length=self.max_length,
-            top_p=self.top_p,
-            load_balance_weight=self.load_balance_weight,
-            target_experts=self.target_experts,
-            experts_weight=self.experts_weight,
-            entropy_weight=0.0,
-            seed=self.seed,
+        return settings_for(
+            RouterTrainingConfig, self, learning_rate=self.router_learning_rate, entropy_weight=0.0
         )
 
 
@@ -169,7 +170,8 @@ def compare(
             "seconds": moe_run["seconds"],
             "first_lm": moe_run["history"][0]["lm"],
             "last_lm": moe_run["history"][-1]["lm"],
-            "trained_params": sum(e.numel() for e in experts) + sum(r.numel() for r in _routers(moe)),
+            "trained_params": sum(e.numel() for e in experts)
+            + sum(r.numel() for r in router_parameters(moe).values()),
             "perplexity": moe_ppl,
             "active_mlp": round(sum(per_token) / len(per_token), 3),
             "experts_per_token": per_token,
@@ -178,12 +180,6 @@ def compare(
             "largest_expert_difference": round(spread, 6),
         },
     }
-
-
-def _routers(model) -> list:
-    from training.moe.router import router_parameters
-
-    return list(router_parameters(model).values())
 
 
 def report_table(report: dict) -> str:
