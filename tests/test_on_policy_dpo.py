@@ -19,7 +19,7 @@ from training.dpo.on_policy import OnPolicyConfig, best_worst_pairs, train_on_po
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.support_judge import SupportJudge
-from training.sft.lora import LoraSFTConfig, train_lora_sft
+from training.sft.lora import LoraSFTConfig, fresh_adapter, train_lora_sft
 
 REGISTRY = PersonaRegistry([BUNDLED_DIR])
 PERSONAS = [REGISTRY.get(p) for p in ("mira", "orla", "marlowe")]
@@ -104,3 +104,25 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
         on_policy = [p for p in pairs if p["chosen"][0]["content"] in best]
         assert on_policy and len(on_policy) == json.loads((round_dir / "round_summary.json").read_text())[
             "on_policy_pairs"]  # fmt: skip
+
+
+def test_a_fresh_adapter_starts_exactly_at_the_base_model(tiny_checkpoint, tmp_path):
+    """--from-base: round 1 samples the base itself, through an adapter DPO can train."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    adapter = fresh_adapter(tiny_checkpoint, tmp_path / "round0", rank=4)
+    weights = load_file(str(adapter / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in weights) and any("lora_B" in k for k in weights)
+    base = AutoModelForCausalLM.from_pretrained(tiny_checkpoint, local_files_only=True)
+    ids = torch.tensor([[1, 5, 9, 13, 17]])
+    with torch.no_grad():
+        expected = base(ids).logits
+        wrapped = PeftModel.from_pretrained(base, str(adapter))
+        assert torch.equal(wrapped(ids).logits, expected)
+        for name, tensor in wrapped.named_parameters():
+            if "lora_A" in name:
+                tensor.add_(0.5)  # A alone changes nothing while B is zero...
+            if "lora_B" in name:
+                tensor.add_(0.5)  # ...and the test can tell when the adapter does act
+        assert not torch.equal(wrapped(ids).logits, expected)

@@ -2,6 +2,7 @@
 judges, pair the best with the worst, train DPO, and go again from the new adapter.
 
     python -m training.dpo.on_policy --data runs/full/data --adapter runs/full/sft --out runs/full/dpo
+    python -m training.dpo.on_policy --data DIR --from-base --out DIR  # round 1 samples the base
     python -m training.dpo.on_policy --data DIR --adapter DIR --out DIR --smoke    # tiny rounds
 
 Each round:
@@ -53,6 +54,7 @@ from training.data.dialogues import (
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.dpo.train import DPOTrainingConfig, train_dpo
+from training.sft.lora import fresh_adapter
 
 CONFIG = CONFIGS / "on_policy.yaml"
 ENGINES = ("llamacpp", "hf")
@@ -295,7 +297,13 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = job_parser(__doc__, config=CONFIG, smoke="2 rounds of 4 contexts x 2 replies, 1 step each")
     parser.add_argument("--data", type=Path, required=True, help="a build_dialogues output folder")
-    parser.add_argument("--adapter", type=Path, required=True, help="the adapter round 1 starts from (SFT)")
+    start = parser.add_mutually_exclusive_group(required=True)
+    start.add_argument("--adapter", type=Path, help="the adapter round 1 starts from (SFT)")
+    start.add_argument(
+        "--from-base",
+        action="store_true",
+        help="start from the base model itself: a fresh LoRA whose output is zero (saved in --out/round0)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
         "--model-dir", type=Path, help="base checkpoint; default: the provisioned default MoE"
@@ -305,12 +313,13 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(OnPolicyConfig, args, contexts=4, samples=2, max_new_tokens=12, min_gap=0.0, steps=1,
                          batch_size=1, max_length=384)  # fmt: skip
     paths = prepare_default_model() if not (args.model_dir and args.reference_dir) else None
+    model_dir = args.model_dir or paths.moe_dir
     summary = train_on_policy(
         args.data,
-        args.adapter,
+        fresh_adapter(model_dir, args.out / "round0") if args.from_base else args.adapter,
         args.out,
         config=config,
-        model_dir=args.model_dir or paths.moe_dir,
+        model_dir=model_dir,
         reference_dir=args.reference_dir or paths.dense_dir,
     )
     print_summary({"rounds": [{k: r[k] for k in ("round", "mean_reward", "on_policy_pairs", "last_loss")}

@@ -55,6 +55,31 @@ def load_model(model_dir: str | Path):
     return model, tokenizer
 
 
+def lora_settings(rank: int, target_modules=ATTENTION_MODULES):
+    """The peft LoraConfig every adapter here uses (alpha = 2 x rank, no dropout)."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=rank,
+        lora_alpha=2 * rank,
+        lora_dropout=0.0,
+        target_modules=list(target_modules),
+        task_type="CAUSAL_LM",
+    )
+
+
+def fresh_adapter(model_dir: str | Path, out: Path, *, rank: int = 8, model=None) -> Path:
+    """Saves a new LoRA adapter to `out` whose output is zero (peft starts B at 0), so the model
+    with it is exactly the base: a starting point for training that begins from the base."""
+    from peft import get_peft_model
+
+    if model is None:
+        model, _ = load_model(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    get_peft_model(model, lora_settings(rank)).save_pretrained(str(out))
+    return out
+
+
 def train_lora_sft(
     rows: list[dict], out: Path, *, model_dir: str | Path, config: LoraSFTConfig, model=None
 ) -> dict:
@@ -70,7 +95,6 @@ def train_lora_sft(
     """
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
@@ -99,13 +123,7 @@ def train_lora_sft(
             seed=config.seed,
             disable_tqdm=not os.isatty(2),
         )
-        lora = LoraConfig(
-            r=config.rank,
-            lora_alpha=2 * config.rank,
-            lora_dropout=0.0,
-            target_modules=list(config.target_modules),
-            task_type="CAUSAL_LM",
-        )
+        lora = lora_settings(config.rank, config.target_modules)
         trainer = SFTTrainer(
             model=model,
             args=args,
