@@ -239,10 +239,10 @@ def main(argv: list[str] | None = None) -> None:
     reference = HFBackbone.from_config(
         BackboneConfig(model=args.reference or str(prepare_default_model().dense_dir))
     )
-    judge = PersonaJudge(
+    persona_judge = PersonaJudge(
         embedder, [registry.get(pid) for pid in sorted({i.persona_id for i in items})], load_bank()
     )
-    trust = judge.heldout_accuracy()
+    trust = persona_judge.heldout_accuracy()
     print(
         f"persona judge: {trust['pct']}% [{trust['low']}-{trust['high']}] right on {trust['n']} held-out persona lines"
     )
@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     rows, dump = {}, {}
     for label, results in generated.items():
-        nlls, voices = reference_nll(reference, results), judge.attribute([r for _, _, r in results])
+        nlls, voices = reference_nll(reference, results), persona_judge.attribute([r for _, _, r in results])
         supportive = support_judge.supportive([r for _, _, r in results])
         scored = [
             (*r, nll, voice, s) for r, nll, voice, s in zip(results, nlls, voices, supportive, strict=True)

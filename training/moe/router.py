@@ -23,6 +23,7 @@ experts per token by layer and the balance loss before and after, and saves the 
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,6 +64,27 @@ def router_parameters(model) -> dict[str, object]:
     return {name: p for name, p in model.named_parameters() if id(p) in routers}
 
 
+@contextmanager
+def router_outputs(routers):
+    """While open, collects (layer, router logits, chosen expert index) from every router's
+    forward pass into the yielded list (the caller clears it between passes)."""
+    captured: list = []
+
+    def hook_for(layer: int):
+        def hook(module, inputs, output):
+            logits, _, index = output
+            captured.append((layer, logits, index))
+
+        return hook
+
+    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
+    try:
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def held_out_routing(model, batches) -> tuple[list[float], list[float]]:
     """(mean experts per token, load-balance loss) by layer over `batches`, no gradient.
 
@@ -74,47 +96,55 @@ def held_out_routing(model, batches) -> tuple[list[float], list[float]]:
 
     stats, routers = RoutingStats(), routers_of(model)
     sums, counts = [0.0] * len(routers), [0] * len(routers)
-    mask: dict = {}
-
-    def hook_for(layer: int):
-        def hook(module, inputs, output):
-            logits, _, index = output
-            probs = torch.softmax(logits.float(), dim=-1)[mask["real"]]
-            sums[layer] += float(load_balance_loss(probs, index[mask["real"]], module.num_experts))
-            counts[layer] += 1
-
-        return hook
-
-    handles = [r.register_forward_hook(hook_for(i)) for i, r in enumerate(routers)]
     for router in routers:
         router.stats = stats
     try:
-        with torch.no_grad():
+        with router_outputs(routers) as captured, torch.no_grad():
             for batch in batches:
-                mask["real"] = batch["attention_mask"].reshape(-1).bool()
+                real = batch["attention_mask"].reshape(-1).bool()
+                captured.clear()
                 model(**batch)
+                for layer, logits, index in captured:
+                    probs = torch.softmax(logits.float(), dim=-1)[real]
+                    sums[layer] += float(load_balance_loss(probs, index[real], routers[layer].num_experts))
+                    counts[layer] += 1
     finally:
-        for router, handle in zip(routers, handles, strict=True):
+        for router in routers:
             router.stats = None
-            handle.remove()
     balance = [round(s / max(c, 1), 3) for s, c in zip(sums, counts, strict=True)]
     return [round(v, 3) for v in stats.mean_experts_per_token()], balance
 
 
-def routing_losses(captured: list, n_experts: int, top_p: float, target: float):
+def routing_losses(captured: list, real, n_experts: int, top_p: float, target: float):
     """(load-balance, squared distance of experts per token from `target`, entropy), each
-    summed over layers, from the routers' captured outputs."""
+    summed over layers, from the routers' captured outputs (`router_outputs`) over the real
+    (not padding) tokens."""
     import torch
 
     from companion.backbone.routing import load_balance_loss, routing_entropy, soft_experts_per_token
 
     balance, off_target, entropy = torch.zeros(()), torch.zeros(()), torch.zeros(())
-    for logits, index, mask in captured:
-        probs = torch.softmax(logits.float(), dim=-1)[mask]  # (n_real_tokens, n_experts)
-        balance = balance + load_balance_loss(probs, index[mask], n_experts)
+    for _, logits, index in captured:
+        probs = torch.softmax(logits.float(), dim=-1)[real]  # (n_real_tokens, n_experts)
+        balance = balance + load_balance_loss(probs, index[real], n_experts)
         off_target = off_target + (soft_experts_per_token(probs, top_p) - target) ** 2
         entropy = entropy + routing_entropy(probs)
     return balance, off_target, entropy
+
+
+def _train_step(optimizer, lm, balance, off_target, entropy, config, step: int) -> dict:
+    """One optimizer step on the LM loss plus the weighted routing losses; returns its log row."""
+    loss = (
+        lm
+        + config.load_balance_weight * balance
+        + config.experts_weight * off_target
+        + config.entropy_weight * entropy
+    )
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return {"step": step + 1, "lm": round(lm.item(), 4), "balance": round(balance.item(), 4),
+            "off_target": round(off_target.item(), 4), "entropy": round(entropy.item(), 4)}  # fmt: skip
 
 
 def token_batches(tokenizer, texts: list[str], batch_size: int, max_length: int) -> tuple[list, list]:
@@ -168,14 +198,6 @@ def train_router(
         p.requires_grad_(True)
     train, held_out = token_batches(tokenizer, texts, config.batch_size, config.max_length)
     before, balance_before = held_out_routing(model, held_out)
-    captured: list = []
-    mask_holder: dict = {}
-
-    def hook(module, inputs, output):
-        logits, _, index = output
-        captured.append((logits, index, mask_holder["mask"]))
-
-    handles = [r.register_forward_hook(hook) for r in routers]
     groups = [{"params": list(trainable.values()), "lr": config.learning_rate}]
     if also_train:
         groups.append({"params": list(also_train.values()), "lr": also_learning_rate or config.learning_rate})
@@ -183,33 +205,20 @@ def train_router(
     model.train()
     history = []
     started = time.perf_counter()
-    for step in range(config.steps):
-        batch = train[step % len(train)]
-        mask_holder["mask"] = batch["attention_mask"].reshape(-1).bool()
-        captured.clear()
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        out = model(**batch, labels=labels)
-        balance, off_target, entropy = routing_losses(
-            captured, n_experts, config.top_p, config.target_experts
-        )
-        loss = (
-            out.loss
-            + config.load_balance_weight * balance
-            + config.experts_weight * off_target
-            + config.entropy_weight * entropy
-        )
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        history.append({"step": step + 1, "lm": round(out.loss.item(), 4), "balance": round(balance.item(), 4),
-                        "off_target": round(off_target.item(), 4), "entropy": round(entropy.item(), 4)})  # fmt: skip
-        if step == 0 or (step + 1) % max(1, config.steps // 5) == 0:
-            log(
-                f"step {step + 1}/{config.steps}: "
-                + ", ".join(f"{k} {v}" for k, v in history[-1].items() if k != "step")
-            )
-    for handle in handles:
-        handle.remove()
+    with router_outputs(routers) as captured:
+        for step in range(config.steps):
+            batch = train[step % len(train)]
+            captured.clear()
+            labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+            out = model(**batch, labels=labels)
+            real = batch["attention_mask"].reshape(-1).bool()
+            losses = routing_losses(captured, real, n_experts, config.top_p, config.target_experts)
+            history.append(_train_step(optimizer, out.loss, *losses, config, step))
+            if step == 0 or (step + 1) % max(1, config.steps // 5) == 0:
+                log(
+                    f"step {step + 1}/{config.steps}: "
+                    + ", ".join(f"{k} {v}" for k, v in history[-1].items() if k != "step")
+                )
     model.eval()
     after, balance_after = held_out_routing(model, held_out)
     return {
