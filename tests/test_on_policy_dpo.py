@@ -126,3 +126,14 @@ def test_a_fresh_adapter_starts_exactly_at_the_base_model(tiny_checkpoint, tmp_p
             if "lora_B" in name:
                 tensor.add_(0.5)  # ...and the test can tell when the adapter does act
         assert not torch.equal(wrapped(ids).logits, expected)
+
+
+def test_the_from_base_config_differs_from_the_sft_start_only_in_its_learning_rate():
+    from dataclasses import asdict
+
+    from training.common import CONFIGS
+
+    sft_start = asdict(OnPolicyConfig.from_file(CONFIGS / "on_policy.yaml"))
+    from_base = asdict(OnPolicyConfig.from_file(CONFIGS / "on_policy_from_base.yaml"))
+    changed = {k for k in sft_start if sft_start[k] != from_base[k]}
+    assert changed == {"learning_rate"} and from_base["learning_rate"] > sft_start["learning_rate"]
