@@ -167,3 +167,12 @@ def test_adapters_that_cannot_serve_are_named(engine, tmp_path):
         engine.adapters.load("empty", tmp_path)
     with pytest.raises(ModelLoadFailedError, match="GGUF"):
         LlamaCppEngine.from_config(LlamaCppConfig(model=str(tmp_path / "model.safetensors")))
+
+
+def test_a_reply_ends_at_any_control_token_not_only_end_of_turn(engine):
+    """The model sometimes skips <|im_end|> and writes "<|im_start|>user ..."; that ends the reply."""
+    vocab = engine.vocab
+    for text in ("<|im_end|>", "<|endoftext|>", "<|im_start|>"):
+        (token,) = vocab.tokenize(text)
+        assert vocab.is_end(token), text
+    assert not any(vocab.is_end(t) for t in vocab.tokenize("Hello there, user"))

@@ -183,3 +183,22 @@ def test_a_closed_event_loop_counts_as_cancelled_not_as_an_error(backbone):
     loop.close()
     backbone.wait_idle()
     assert summary.finish_reason == "cancelled" and summary.n_generated_tokens < 2000
+
+
+def test_a_reply_ends_where_the_model_starts_the_next_turn_instead_of_ending_its_own(tokenizer):
+    """A model that skips <|im_end|> and writes "<|im_start|>user ..." has left its reply; the
+    next turn must not reach the player (the special tokens are invisible, the words are not)."""
+    import torch
+
+    model = tiny_mixtral(seed=7)
+    turn_start = tokenizer.convert_tokens_to_ids("<|im_start|>")
+    with torch.no_grad():  # after the first token, the next turn's header always wins
+        model.lm_head.weight[turn_start] += 50 * model.lm_head.weight.abs().max()
+    backbone = HFBackbone(model, tokenizer)
+    try:
+        summary = GenerationSummary()
+        params = GenerationParams(max_new_tokens=12, min_new_tokens=1, temperature=0, repetition_penalty=1.0)
+        _collect(backbone, "Hello", params=params, summary=summary)
+        assert summary.finish_reason == "eos" and summary.n_generated_tokens <= 2  # its one word, the header
+    finally:
+        backbone.close()

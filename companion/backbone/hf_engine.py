@@ -55,6 +55,7 @@ class HFBackbone:
         self.tokenizer = tokenizer
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
+        self.end_token_ids = end_token_ids(model, tokenizer)
         self.routers: list[DynamicRouter] = install_routing(model, self.config.routing)
         self.adapters = AdapterSet(model.eval())
         self._lock = threading.Lock()
@@ -170,6 +171,7 @@ class HFBackbone:
             "do_sample": params.temperature > 0,
             "repetition_penalty": params.repetition_penalty,
             "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": self.end_token_ids,
         }
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
@@ -336,6 +338,20 @@ class _AttachStats:
     def __exit__(self, *exc: object) -> None:
         for router in self.routers:
             router.stats = None
+
+
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The tokens that end a reply: the checkpoint's end-of-turn tokens and every special token
+    (a model that skips its end-of-turn token and writes the next turn's "<|im_start|>user" has
+    left its reply; special tokens are never part of one)."""
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    special = {i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
+    ids = (
+        set(configured if isinstance(configured, list) else [configured])
+        | set(tokenizer.all_special_ids)
+        | special
+    )
+    return sorted(i for i in ids if i is not None)
 
 
 def _finish_reason(streamer: DeltaStreamer, cancelled: threading.Event, summary, params) -> str:

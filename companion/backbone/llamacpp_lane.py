@@ -81,6 +81,14 @@ class Vocab:
         self.n_tokens = ll.llama_vocab_n_tokens(self._vocab)
         self.eos = ll.llama_vocab_eos(self._vocab)
         self.bos = ll.llama_vocab_bos(self._vocab)
+        # end of generation, and control tokens: a model that skips its end-of-turn token and
+        # writes the next turn's header ("<|im_start|>user") has left its reply
+        self.end_tokens = tuple(
+            t
+            for t in range(self.n_tokens)
+            if ll.llama_vocab_is_eog(self._vocab, t) or ll.llama_vocab_is_control(self._vocab, t)
+        )
+        self._ends = frozenset(self.end_tokens)
 
     def tokenize(self, text: str) -> list[int]:
         raw = text.encode("utf-8")
@@ -103,7 +111,7 @@ class Vocab:
         return buf.raw[:n]
 
     def is_end(self, token: int) -> bool:
-        return bool(self._ll.llama_vocab_is_eog(self._vocab, token))
+        return token in self._ends
 
 
 class Lane:
@@ -315,7 +323,7 @@ class Lane:
             top_p=params.top_p,
             repetition_penalty=params.repetition_penalty,
             rng=request.rng,
-            banned=(self.vocab.eos,) if len(request.generated) < params.min_new_tokens else (),
+            banned=self.vocab.end_tokens if len(request.generated) < params.min_new_tokens else (),
         )
         summary = request.summary
         if summary.time_to_first_token is None:
