@@ -75,3 +75,39 @@ def test_replies_scored_together_on_a_shared_prompt_cache_get_each_ones_own_nll(
     assert [t for t, _ in together] == pytest.approx([t for t, _ in alone], rel=1e-4)
     assert len({round(t, 3) for t, _ in together}) == 3
     backbone.close()
+
+
+class FakeAdapterSet:
+    def __init__(self):
+        self.loaded = {}
+
+    def load(self, name, path):
+        self.loaded[name] = path
+
+
+class FakeBackbone:
+    def __init__(self):
+        self.adapters = FakeAdapterSet()
+
+
+def test_the_persona_stage_gives_each_reply_its_own_personas_adapter(tmp_path):
+    from types import SimpleNamespace
+
+    from companion.errors import ConfigError
+    from persona_adapters import PersonaRegistry
+    from training.evaluation.evaluate import load_stages
+
+    registry, backbone = PersonaRegistry.default(), FakeBackbone()
+    items = [SimpleNamespace(persona_id=p) for p in ("mira", "orla", "mira")]
+    stages = load_stages(backbone, registry, items, [f"dpo={tmp_path}"], "bundled")
+    assert [stages["base"](i) for i in items] == [None] * 3
+    assert [stages["dpo"](i) for i in items] == ["dpo"] * 3
+    assert [stages["bundled"](i) for i in items] == ["persona-mira", "persona-orla", "persona-mira"]
+    assert backbone.adapters.loaded["persona-orla"] == registry.adapter_dir("orla")
+
+    class NoAdapters:
+        def adapter_dir(self, persona_id):
+            return None
+
+    with pytest.raises(ConfigError, match="companion persona train mira"):
+        load_stages(FakeBackbone(), NoAdapters(), items, [], "bundled")

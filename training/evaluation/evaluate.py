@@ -38,6 +38,7 @@ from pathlib import Path
 
 from companion.backbone import BackboneConfig, GenerationParams, HFBackbone
 from companion.backbone.provision import prepare_default_model
+from companion.errors import ConfigError
 from companion.prompting import build_messages
 from companion.reflection import Decision, Reflector
 from companion.reflection.guidance import guidance
@@ -170,13 +171,12 @@ def reference_nll(reference, results: list[tuple[EvalItem, set[str], str]]) -> l
     return out
 
 
-async def run_stage(
-    backbone: HFBackbone, adapter: str | None, items: list[EvalItem], reflector, max_new_tokens: int
-):
+async def run_stage(backbone: HFBackbone, adapter_of, items: list[EvalItem], reflector, max_new_tokens: int):
+    """Greedy replies to every item, each from `adapter_of(item)` (None: the bare backbone)."""
     params = GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0)
     results = []
     for item in items:
-        reply = (await backbone.generate(item.messages, adapter=adapter, params=params)).strip()
+        reply = (await backbone.generate(item.messages, adapter=adapter_of(item), params=params)).strip()
         results.append((item, judge(reply, item, reflector), reply))
     return results
 
@@ -206,12 +206,38 @@ def table(rows: dict[str, dict[str, dict]]) -> str:
     return "\n".join(lines)
 
 
+def load_stages(
+    backbone, registry, items: list[EvalItem], specs: list[str], persona_stage: str | None
+) -> dict:
+    """label -> (item -> adapter name or None): the bare base, each NAME=PATH adapter, and with
+    `persona_stage`, each item's persona's own adapter."""
+    stages = {"base": lambda item: None}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        backbone.adapters.load(name, Path(path))
+        stages[name] = lambda item, name=name: name
+    if persona_stage:
+        for pid in sorted({i.persona_id for i in items}):
+            if registry.adapter_dir(pid) is None:
+                raise ConfigError(
+                    f"persona {pid!r} has no adapter to evaluate; train one: companion persona train {pid}"
+                )
+            backbone.adapters.load(f"persona-{pid}", registry.adapter_dir(pid))
+        stages[persona_stage] = lambda item: f"persona-{item.persona_id}"
+    return stages
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__, smoke="3 items per set, 16-token replies")
     parser.add_argument(
         "--data", type=Path, required=True, help="a build_dialogues output folder (eval.jsonl)"
     )
     parser.add_argument("--adapter", action="append", default=[], help="NAME=PATH, one per training stage")
+    parser.add_argument(
+        "--persona-adapters",
+        metavar="NAME",
+        help="also a stage NAME where each reply comes from its persona's own adapter (the bundled ones)",
+    )
     parser.add_argument("--model", default="default")
     parser.add_argument(
         "--reference",
@@ -228,13 +254,9 @@ def main(argv: list[str] | None = None) -> None:
     reflector = Reflector(embedder)
     items = heldout_items(args.data, registry, limit) + scenario_items(registry, reflector, embedder, limit)
     backbone = HFBackbone.from_config(BackboneConfig(model=args.model))
-    stages: dict[str | None, str] = {None: "base"}
-    for spec in args.adapter:
-        name, _, path = spec.partition("=")
-        backbone.adapters.load(name, Path(path))
-        stages[name] = name
-    generated = {label: asyncio.run(run_stage(backbone, adapter, items, reflector, max_new_tokens))
-                 for adapter, label in stages.items()}  # fmt: skip
+    stages = load_stages(backbone, registry, items, args.adapter, args.persona_adapters)
+    generated = {label: asyncio.run(run_stage(backbone, adapter_of, items, reflector, max_new_tokens))
+                 for label, adapter_of in stages.items()}  # fmt: skip
     backbone.close()
     reference = HFBackbone.from_config(
         BackboneConfig(model=args.reference or str(prepare_default_model().dense_dir))
