@@ -218,11 +218,12 @@ def load_stages(
         stages[name] = lambda item, name=name: name
     if persona_stage:
         for pid in sorted({i.persona_id for i in items}):
-            if registry.adapter_dir(pid) is None:
+            folder = registry.adapter_dir(pid)
+            if folder is None:
                 raise ConfigError(
                     f"persona {pid!r} has no adapter to evaluate; train one: companion persona train {pid}"
                 )
-            backbone.adapters.load(f"persona-{pid}", registry.adapter_dir(pid))
+            backbone.adapters.load(f"persona-{pid}", folder)
         stages[persona_stage] = lambda item: f"persona-{item.persona_id}"
     return stages
 

@@ -68,13 +68,12 @@ def lora_settings(rank: int, target_modules=ATTENTION_MODULES):
     )
 
 
-def fresh_adapter(model_dir: str | Path, out: Path, *, rank: int = 8, model=None) -> Path:
+def fresh_adapter(model_dir: str | Path, out: Path, *, rank: int = LoraSFTConfig.rank) -> Path:
     """Saves a new LoRA adapter to `out` whose output is zero (peft starts B at 0), so the model
     with it is exactly the base: a starting point for training that begins from the base."""
     from peft import get_peft_model
 
-    if model is None:
-        model, _ = load_model(model_dir)
+    model, _ = load_model(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     get_peft_model(model, lora_settings(rank)).save_pretrained(str(out))
     return out
