@@ -2,7 +2,7 @@
 judges, pair the best with the worst, train DPO, and go again from the new adapter.
 
     python -m training.dpo.on_policy --data runs/full/data --adapter runs/full/sft --out runs/full/dpo
-    python -m training.dpo.on_policy --data DIR --from-base --out DIR  # round 1 samples the base
+    python -m training.dpo.on_policy --data DIR --from-base --out DIR --config training/configs/on_policy_from_base.yaml
     python -m training.dpo.on_policy --data DIR --adapter DIR --out DIR --smoke    # tiny rounds
 
 Each round:
