@@ -15,7 +15,9 @@ names none), 10 events each, merged by score, best 10 kept.
 Prints, per category: evidence recall@10 (the share of a question's evidence turns that are a
 source of a retrieved event), then retrieved tokens per question (default model's
 tokenizer), events stored per turn, ingest turns/s and search p50/p95 (query embeddings are
-computed before the timed searches and reported apart). `--baselines` adds
+computed before the timed searches and reported apart). `--ranks` adds where each
+category's evidence turns rank (top 10, 11-40, beyond, only in a collection not searched, in no
+event): the share at 11-40 is what a re-ranker over 40 candidates could still lift. `--baselines` adds
 the same figures for the raw turns searched by BM25 and by MiniLM cosine (no memory layer).
 With `--answer-url URL --answer-model NAME` (any OpenAI-compatible server) each question is
 also answered from Companion's retrieved memories and scored by token F1 against LoCoMo's
@@ -219,6 +221,48 @@ def evidence_with_an_event(conversations: list[Conversation], store) -> float:
     return found / max(wanted, 1)
 
 
+RANK_BANDS = ("top 10", "11-40", "beyond 40", "other speaker only", "no event")
+
+
+def evidence_ranks(conversations: list[Conversation], store, depth: int = 200) -> dict:
+    """Where each question's evidence turns land, per category: the share ranked in the top 10,
+    at 11-40 (what a re-ranker over 40 candidates could lift), beyond 40 (or only in superseded
+    events), a source only of events in a collection the question does not search, or of no event
+    at all (the extractor's loss). Shares of evidence turns pooled, not per question as recall is."""
+    bands: dict[int, Counter] = defaultdict(Counter)
+    for c in conversations:
+        sources = {
+            s: {
+                t
+                for e in store.list_sync(player_id=player_of(c, s), npc_id=c.sample_id)
+                for t in e.source_turn_ids
+            }
+            for s in c.speakers
+        }
+        for q in c.questions:
+            searched = speakers_named(q["question"], c.speakers)
+            found = []
+            for speaker in searched:
+                found += store.search_sync(
+                    q["question"], player_id=player_of(c, speaker), npc_id=c.sample_id, k=depth
+                )
+            found.sort(key=lambda s: s.score, reverse=True)
+            for turn_id in evidence_ids(q):
+                rank = next((i for i, s in enumerate(found) if turn_id in s.event.source_turn_ids), None)
+                if rank is not None:
+                    band = RANK_BANDS[0] if rank < K else RANK_BANDS[1] if rank < 40 else RANK_BANDS[2]
+                elif any(turn_id in sources[s] for s in searched):
+                    band = RANK_BANDS[2]
+                elif any(turn_id in ids for ids in sources.values()):
+                    band = RANK_BANDS[3]
+                else:
+                    band = RANK_BANDS[4]
+                bands[q["category"]][band] += 1
+    return {
+        c: {band: bands[c][band] / max(sum(bands[c].values()), 1) for band in RANK_BANDS} for c in CATEGORIES
+    }
+
+
 def evaluate(conversations, search, count_tokens) -> dict:
     recall, tokens, seconds = defaultdict(list), [], []
     for conversation in conversations:
@@ -250,6 +294,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=None, help="the first N (default: all 5)")
     parser.add_argument("--baselines", action="store_true", help="also raw turns by BM25 and by cosine")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--ranks",
+        action="store_true",
+        help="also where the evidence turns rank (what a re-ranker could reach)",
+    )
     parser.add_argument(
         "--answer-url", help="an OpenAI-compatible /v1 URL: also answer each question and score it"
     )
@@ -291,6 +340,7 @@ def main() -> None:
             conversations, lambda c, q: search_memory(dense_only, c, q), count_tokens
         )
         coverage = evidence_with_an_event(conversations, store)
+        ranks = evidence_ranks(conversations, store) if args.ranks else None
         answers = (
             answer_scores(
                 conversations, store, args.answer_url, args.answer_model, os.environ.get(args.answer_key_env)
@@ -326,6 +376,12 @@ def main() -> None:
         + " | ".join(f"{r['p50_ms']:.1f} / {r['p95_ms']:.1f}" for r in rows.values())
         + " |"
     )
+    if ranks:
+        print("\nwhere the evidence turns rank (share of each category's evidence turns):")
+        print("| category | " + " | ".join(RANK_BANDS) + " |")
+        print("|---|" + "---|" * len(RANK_BANDS))
+        for c, name in CATEGORIES.items():
+            print(f"| {c} {name} | " + " | ".join(f"{ranks[c][band]:.3f}" for band in RANK_BANDS) + " |")
     if answers:
         print(f"\nanswers by {args.answer_model} at {args.answer_url} from Companion's memories, token F1:")
         for c, name in CATEGORIES.items():
@@ -338,6 +394,7 @@ def main() -> None:
                     "events": n_events,
                     "ingest_s": seconds,
                     "coverage": coverage,
+                    "evidence_ranks": ranks,
                     "answer_f1": answers,
                     "rows": rows,
                 },

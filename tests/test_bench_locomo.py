@@ -80,6 +80,32 @@ def test_the_harness_routes_dates_and_scores_evidence(bench, tmp_path, minilm):
     assert figures["tokens"] > 0 and figures["p95_ms"] >= figures["p50_ms"]
 
 
+def test_evidence_ranks_say_where_evidence_was_lost(bench, tmp_path, minilm):
+    from memory.fast_summarizer import FastSummarizer
+    from memory.store import ChromaMemoryStore
+
+    lost = {
+        **CONVERSATION,
+        "qa": CONVERSATION["qa"]
+        + [  # Ada's dog, asked of Ben's collection only; Ben's chit-chat, which no event keeps
+            {"question": "Did Ben hear about a greyhound?", "evidence": ["D1:1"], "category": 1},
+            {"question": "What did Ben say to Ada about it?", "evidence": ["D2:2"], "category": 1},
+            {"question": "Who laughed?", "evidence": ["D2:2"], "category": 1},
+        ],
+    }
+    path = tmp_path / "locomo.json"
+    path.write_text(json.dumps([lost]))
+    conversations = bench.load(path, None)
+    store = ChromaMemoryStore.embedded(tmp_path / "chroma", minilm)
+    asyncio.run(bench.ingest(conversations, store, FastSummarizer(minilm)))
+    ranks = bench.evidence_ranks(conversations, store)
+    assert ranks[4]["top 10"] == 1.0 and ranks[2]["top 10"] == 1.0
+    assert ranks[1]["other speaker only"] == pytest.approx(1 / 3)
+    assert ranks[1]["no event"] == pytest.approx(2 / 3)
+    assert ranks[1]["top 10"] == ranks[1]["11-40"] == ranks[1]["beyond 40"] == 0.0
+    assert ranks[3] == dict.fromkeys(bench.RANK_BANDS, 0.0)  # no open-domain question: no share
+
+
 def test_token_f1_is_locomos_answer_score(bench):
     assert bench.token_f1("The Pepper.", "pepper") == 1.0
     assert bench.token_f1("on 7 May 2023", "7 May 2023") == pytest.approx(2 * 3 / (4 + 3))
