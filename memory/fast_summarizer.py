@@ -17,7 +17,7 @@ from memory.classifier import EmbeddingClassifier
 from memory.dates import resolve_relative_dates
 from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
 from memory.protocols import Embedder
-from memory.rewrite import PAST_IRREGULAR, detect_slot, to_third_person
+from memory.rewrite import PAST_IRREGULAR, detect_slot, restore_dropped_subject, to_third_person
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "fast_summarizer.npz"
 NONE = "none"
@@ -187,7 +187,12 @@ class FastSummarizer:
         return self.summarize_sync(turns, npc_name=npc_name)
 
     def summarize_sync(self, turns: Sequence[Turn], *, npc_name: str | None = None) -> list[EventDraft]:
-        said = [(s, t.at) for t in turns if t.role == "player" for s in split_sentences(t.text)]
+        said = [
+            (restore_dropped_subject(s), t.at)
+            for t in turns
+            if t.role == "player"
+            for s in split_sentences(t.text)
+        ]
         drafts = []
         for (sentence, at), (label, p) in zip(said, self.classify([s for s, _ in said]), strict=True):
             if label == NONE or sentence.endswith("?") and label != EventType.SHARED_HISTORY:

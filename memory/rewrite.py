@@ -71,6 +71,70 @@ def without_address(sentence: str, name: str) -> str:
     return re.sub(rf",\s*{who}\s*([.!?]*)\s*$", r"\1", text, flags=re.I)
 
 
+# Chat drops the "I": "Just started aerial yoga.", "Been busy at the shelter.", "Still working on it."
+_DROPPED_I = re.compile(
+    rf"^(?P<lead>(?:{_GREETING}[,!.]?\s+)*)(?P<adverb>(?:just|still|finally|recently|also|already|really|"
+    r"totally|actually|never|always)\s+)?(?P<verb>[A-Za-z]+)(?P<rest>\b(?!'|\u2019).*)$",
+    re.IGNORECASE,
+)
+# an -ing word that is the sentence's subject, not the player's doing ("Creating a space is key")
+_GERUND_IS_SUBJECT = re.compile(r"\b(?:is|was|are|were|makes|made|helps|keeps|gives|means)\b", re.I)
+_NOT_DOING = frozenset(
+    """bring string spring swing sting cling fling sling wring thing nothing something anything everything
+    morning evening ceiling wedding building darling pudding during sibling""".split()
+)
+# past forms that are also the bare verb, so also an imperative ("Put it down.")
+_PAST_OR_IMPERATIVE = frozenset("put set let cut shut split spread beat bet hurt quit read".split())
+_ENDS_ED = frozenset(
+    "hundred wicked naked sacred kindred rugged beloved crooked jared alfred mildred wilfred".split()
+)
+_SAID_TO_YOU = re.compile(r"\b(?:you|your|you're|yours)\b", re.IGNORECASE)
+_STATES = frozenset(
+    """bored tired scared excited married worried interested stressed exhausted thrilled pleased amazed
+    shocked surprised stoked blessed obsessed engaged hooked psyched pumped""".split()
+)  # "Stoked about the trip!" is "I'm stoked", not "I stoked"
+
+
+def restore_dropped_subject(sentence: str) -> str:
+    """The player's "I" put back where chat style drops it, so the sentence is read as the
+    player's fact: "Just started doing aerial yoga." -> "I just started doing aerial yoga.",
+    "Been busy volunteering at the shelter." -> "I've been busy volunteering at the shelter.",
+    "Still working on opening a studio." -> "I'm still working on opening a studio.", "Stoked
+    about the trip next week!" -> "I'm stoked about the trip next week!". Only past forms, -ing
+    forms and states: a bare verb may be an imperative ("Take a look."), an -s form has another
+    subject ("Sounds great."). Left as they are: questions, an -ing word that is the subject
+    ("Painting is my escape."), and short reactions or lines said to the character ("Loving it!",
+    "Thinking of you."), which the "I" would turn into facts."""
+    match = _DROPPED_I.match(sentence.strip())
+    if (
+        match is None
+        or sentence.rstrip().endswith("?")
+        or len(sentence.split()) < 5  # "Loving it!", "Been a while!": reactions, not facts
+        or _SAID_TO_YOU.search(sentence)  # "Thinking of you.", "Excited for you!"
+        or re.match(r"\s+to go\b", match.group("rest"))  # "Got to go, talk later!"
+    ):
+        return sentence
+    lead, adverb, verb, rest = (match.group(g) or "" for g in ("lead", "adverb", "verb", "rest"))
+    word = verb.lower()
+    if word == "been":
+        subject = "I've"
+    elif word in _STATES:
+        subject = "I'm"
+    elif word.endswith("ing") and len(word) > 5 and word not in _NOT_DOING:
+        if _GERUND_IS_SUBJECT.search(rest):
+            return sentence
+        subject = "I'm"
+    elif word in ("gonna", "wanna", "gotta"):
+        subject = "I'm" if word == "gonna" else "I"
+    elif (word in PAST_IRREGULAR and word not in _PAST_OR_IMPERATIVE) or (
+        word.endswith("ed") and not word.endswith("eed") and len(word) > 4 and word not in _ENDS_ED
+    ):
+        subject = "I"
+    else:
+        return sentence
+    return f"{lead}{subject} {adverb.lower()}{word}{rest}"
+
+
 def _third_person_verb(verb: str) -> str:
     if verb in _IRREGULAR:
         return _IRREGULAR[verb]

@@ -10,7 +10,7 @@ from memory.errors import SummarizerWeightsError
 from memory.events import EVENT_TYPES, Turn
 from memory.fast_summarizer import NONE, FastSummarizer, split_sentences
 from memory.generative_summarizer import GenerativeSummarizer, drafts_from_json, repair_json
-from memory.rewrite import detect_slot, to_third_person
+from memory.rewrite import detect_slot, restore_dropped_subject, to_third_person
 from training.classifiers.fast_summarizer import LABELS
 from training.classifiers.linear import per_class_report
 from training.common import EVAL_DATA
@@ -249,3 +249,39 @@ def test_a_statement_about_something_else_is_kept_as_what_the_player_said(minilm
         "You look tired today, Mira.",
     ):
         assert summarizer.summarize_sync([Turn(role="player", text=chit_chat)], npc_name="Mira") == []
+
+
+@pytest.mark.parametrize(
+    ("sentence", "restored"),
+    [
+        ("Just started doing aerial yoga, it's great.", "I just started doing aerial yoga, it's great."),
+        ("Been busy at the shelter.", "I've been busy at the shelter."),
+        ("Still working on opening a dance studio.", "I'm still working on opening a dance studio."),
+        ("Yeah, went home early after the storm.", "Yeah, I went home early after the storm."),
+        ("Stoked about the trip next week!", "I'm stoked about the trip next week!"),
+        ("Adopted a rescue greyhound last spring.", "I adopted a rescue greyhound last spring."),
+        # left alone: an imperative, another subject, a question, an -ing subject, not a verb
+        ("Take a look at this.", "Take a look at this."),
+        ("Put it down.", "Put it down."),
+        ("Sounds great!", "Sounds great!"),
+        ("Went to the market, did you?", "Went to the market, did you?"),
+        ("Painting is my escape.", "Painting is my escape."),
+        ("Painting's a fun way to relax.", "Painting's a fun way to relax."),
+        ("Morning, Jon!", "Morning, Jon!"),
+        ("Hundred people came.", "Hundred people came."),
+        ("I went home.", "I went home."),
+        ("Loving it!", "Loving it!"),  # a reaction
+        ("Been thinking about what you said.", "Been thinking about what you said."),  # to the NPC
+        ("Got to go, talk later!", "Got to go, talk later!"),
+    ],
+)
+def test_a_dropped_i_is_put_back(sentence, restored):
+    assert restore_dropped_subject(sentence) == restored
+
+
+def test_a_chat_style_line_without_i_is_still_the_players_fact(minilm):
+    summarizer = FastSummarizer(minilm)
+    drafts = summarizer.summarize_sync(
+        [Turn(role="player", text="Thanks, Gina. Still working on opening a dance studio.")], npc_name="Gina"
+    )
+    assert [d.content for d in drafts] == ["The player is still working on opening a dance studio."]
