@@ -118,7 +118,9 @@ def _resolve_pronouns(before: str, clause: str) -> str:
 
 
 class FastSummarizer:
-    """Types each player sentence and rewrites it as a fact.
+    """Types each player sentence and rewrites it as a fact. A sentence that drops its "I" in
+    chat style ("Just started aerial yoga last week.") gets it back first
+    (`memory.rewrite.restore_dropped_subject`), so it is typed and kept as the player's fact.
 
     Args:
         embedder: the same sentence embedder the weights were trained with.
