@@ -17,7 +17,7 @@ from memory.classifier import EmbeddingClassifier
 from memory.dates import resolve_relative_dates
 from memory.events import DEFAULT_IMPORTANCE, EventDraft, EventType, Turn
 from memory.protocols import Embedder
-from memory.rewrite import PAST_IRREGULAR, detect_slot, restore_dropped_subject, to_third_person
+from memory.rewrite import PAST_IRREGULAR, SAYS_YOU, detect_slot, restore_dropped_subject, to_third_person
 
 WEIGHTS_PATH = Path(__file__).parent / "weights" / "fast_summarizer.npz"
 NONE = "none"
@@ -37,7 +37,6 @@ _COMPOUND_SUBJECT = re.compile(
     r"\b((?:[Mm]y|[Oo]ur) (?:(?!(?:is|are|was|were|has|have|had|and|[\w'-]+ed)\b)[\w'-]+ ){1,3}?and) I\b"
 )
 _KEEP = "\u2060"
-_YOU = re.compile(r"\b(?:you|your|you're|yours)\b", re.I)
 # A sentence about something else that starts so reads on after "The player said ...".
 _LOWER_FIRST = frozenset(
     "It It's Its They They're Their That That's This These Those The There There's He He's His She "
@@ -177,7 +176,7 @@ class FastSummarizer:
         """A sentence without the first person ("The Wolves are solid this season."), kept as what
         the player said, when it is a statement of five words or more, not about the character,
         and its type is likely enough; None otherwise (most such sentences are chit-chat)."""
-        if _YOU.search(sentence) or len(sentence.split()) < 5 or type_probability < self.told_threshold:
+        if SAYS_YOU.search(sentence) or len(sentence.split()) < 5 or type_probability < self.told_threshold:
             return None
         sentence = to_third_person(sentence)  # only drops "honestly", "you know" and the like here
         first = sentence.split()[0]

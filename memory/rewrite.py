@@ -88,7 +88,7 @@ _PAST_OR_IMPERATIVE = frozenset("put set let cut shut split spread beat bet hurt
 _ENDS_ED = frozenset(
     "hundred wicked naked sacred kindred rugged beloved crooked jared alfred mildred wilfred".split()
 )
-_SAID_TO_YOU = re.compile(r"\b(?:you|your|you're|yours)\b", re.IGNORECASE)
+SAYS_YOU = re.compile(r"\b(?:you|your|you're|yours)\b", re.IGNORECASE)  # said to the character
 _STATES = frozenset(
     """bored tired scared excited married worried interested stressed exhausted thrilled pleased amazed
     shocked surprised stoked blessed obsessed engaged hooked psyched pumped""".split()
@@ -110,7 +110,7 @@ def restore_dropped_subject(sentence: str) -> str:
         match is None
         or sentence.rstrip().endswith("?")
         or len(sentence.split()) < 5  # "Loving it!", "Been a while!": reactions, not facts
-        or _SAID_TO_YOU.search(sentence)  # "Thinking of you.", "Excited for you!"
+        or SAYS_YOU.search(sentence)  # "Thinking of you.", "Excited for you!"
         or re.match(r"\s+to go\b", match.group("rest"))  # "Got to go, talk later!"
     ):
         return sentence
