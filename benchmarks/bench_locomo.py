@@ -123,15 +123,15 @@ def search_memory(store, conversation: Conversation, question: str) -> list[tupl
     ]
 
 
-def best_events(store, conversation: Conversation, question: str) -> list:
-    """The best K scored events over the collections of the speakers the question names."""
+def best_events(store, conversation: Conversation, question: str, k: int = K) -> list:
+    """The best k scored events over the collections of the speakers the question names."""
     found = []
     for speaker in speakers_named(question, conversation.speakers):
         found += store.search_sync(
-            question, player_id=player_of(conversation, speaker), npc_id=conversation.sample_id, k=K
+            question, player_id=player_of(conversation, speaker), npc_id=conversation.sample_id, k=k
         )
     found.sort(key=lambda s: s.score, reverse=True)
-    return found[:K]
+    return found[:k]
 
 
 def token_f1(predicted: str, gold: str) -> float:
@@ -206,17 +206,26 @@ class RawTurns:
         return [({self.turns[i]["id"]}, self.turns[i]["text"]) for i in np.argsort(-scores)[:K]]
 
 
+def event_sources(conversation: Conversation, store) -> dict[str, set[str]]:
+    """Speaker -> the turn ids that are a source of any event in their collection."""
+    return {
+        speaker: {
+            turn_id
+            for e in store.list_sync(
+                player_id=player_of(conversation, speaker), npc_id=conversation.sample_id
+            )
+            for turn_id in e.source_turn_ids
+        }
+        for speaker in conversation.speakers
+    }
+
+
 def evidence_with_an_event(conversations: list[Conversation], store) -> float:
     """The share of evidence turns that produced at least one stored event."""
     wanted, found = 0, 0
     for c in conversations:
-        sources = {
-            (c.sample_id, turn_id)
-            for s in c.speakers
-            for e in store.list_sync(player_id=player_of(c, s), npc_id=c.sample_id)
-            for turn_id in e.source_turn_ids
-        }
-        evidence = {(c.sample_id, turn_id) for q in c.questions for turn_id in evidence_ids(q)}
+        sources = set().union(*event_sources(c, store).values())
+        evidence = {turn_id for q in c.questions for turn_id in evidence_ids(q)}
         wanted, found = wanted + len(evidence), found + len(evidence & sources)
     return found / max(wanted, 1)
 
@@ -231,22 +240,10 @@ def evidence_ranks(conversations: list[Conversation], store, depth: int = 200) -
     at all (the extractor's loss). Shares of evidence turns pooled, not per question as recall is."""
     bands: dict[int, Counter] = defaultdict(Counter)
     for c in conversations:
-        sources = {
-            s: {
-                t
-                for e in store.list_sync(player_id=player_of(c, s), npc_id=c.sample_id)
-                for t in e.source_turn_ids
-            }
-            for s in c.speakers
-        }
+        sources = event_sources(c, store)
         for q in c.questions:
             searched = speakers_named(q["question"], c.speakers)
-            found = []
-            for speaker in searched:
-                found += store.search_sync(
-                    q["question"], player_id=player_of(c, speaker), npc_id=c.sample_id, k=depth
-                )
-            found.sort(key=lambda s: s.score, reverse=True)
+            found = best_events(store, c, q["question"], k=depth)
             for turn_id in evidence_ids(q):
                 rank = next((i for i, s in enumerate(found) if turn_id in s.event.source_turn_ids), None)
                 if rank is not None:
