@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from companion.reflection import Reflector
+from companion.reflection.guidance import second_person
 from persona_adapters import PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
 from tiny_models import tiny_mixtral
@@ -139,6 +140,60 @@ def test_the_local_backbone_drafter_drafts_and_the_checks_judge_it(tokenizer, re
     assert isinstance(reply, str) and reply
     sample.reply = reply
     assert "ignored_recall" in check_reply(reply, sample, reflector)  # random weights never recall the fact
+
+
+def test_the_continuation_drafter_opens_with_the_likeliest_template_and_lets_the_model_go_on(tokenizer):
+    from companion.backbone import HFBackbone
+    from training.data.continuation import ContinuationDrafter
+    from training.evaluation.quality import completion_nlls
+
+    bank = load_bank()
+    backbone = HFBackbone(tiny_mixtral(), tokenizer)
+    drafter = ContinuationDrafter(backbone, bank, max_new_tokens=8)
+    by_strategy = {s.strategy: s for s in sample_dialogues(PERSONAS, bank, n=12, seed=4)}
+    try:
+        recall = by_strategy["recall"]
+        persona = REGISTRY.get(recall.persona_id)
+        openings = drafter.openings(recall, persona)
+        fact = second_person(recall.recall_fact["content"])
+        assert f"Didn't you tell me {fact}?" in openings and all(fact in o for o in openings)
+        nlls = completion_nlls(backbone, recall.messages(persona), openings)
+        likeliest = min(zip(openings, nlls, strict=True), key=lambda c: c[1][0] / c[1][1])[0]
+        assert drafter.draft(recall, persona).startswith(likeliest)
+        refuse = by_strategy["refuse"]
+        assert all(
+            refuse.refuse_topic in o for o in drafter.openings(refuse, REGISTRY.get(refuse.persona_id))
+        )
+        answer = by_strategy["answer"]
+        assert (
+            drafter.openings(answer, REGISTRY.get(answer.persona_id)) == []
+        )  # the persona's own example lines
+    finally:
+        backbone.close()
+
+
+@pytest.mark.parametrize(
+    ("text", "opening", "first"),
+    [
+        (
+            "Smartphones? Never heard of such a thing, love. Stew?",
+            "Smartphones? Never heard of such a thing, love.",
+            "Smartphones?",
+        ),
+        (
+            "Didn't you tell me you hurt your knee? Then rest.",
+            "Didn't you tell me you hurt your knee?",
+            "Didn't you tell me you hurt your knee?",
+        ),
+        ("  and then the road went on", "and then the road went on", ""),
+    ],
+)
+def test_openings_take_whole_sentences_and_a_continuation_keeps_only_a_finished_one(text, opening, first):
+    from training.data.continuation import first_sentence
+    from training.data.continuation import opening as opening_of
+
+    assert opening_of(text) == opening
+    assert first_sentence(text) == first
 
 
 def test_an_unreachable_endpoint_falls_back_to_the_offline_drafter(tmp_path, reflector):

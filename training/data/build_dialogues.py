@@ -5,6 +5,7 @@
     python -m training.data.build_dialogues --out data/dialogues \\
         --drafter openai --endpoint http://127.0.0.1:8080/v1 --model qwen2.5-7b-instruct
     python -m training.data.build_dialogues --out data/dialogues --drafter backbone       # the local default model
+    python -m training.data.build_dialogues --out data/dialogues --drafter continuation   # template opening + base model
 
 Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
 held-out samples the evaluation replays) and report.json (kept, dropped and why).
@@ -42,6 +43,7 @@ from training.data.dialogues import (
 log = logging.getLogger(__name__)
 
 CONFIG = CONFIGS / "build_dialogues.yaml"
+DRAFTERS = ("template", "openai", "backbone", "continuation")
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,8 @@ class BuildConfig(YamlConfig):
         object.__setattr__(self, "heldout_facts", tuple(self.heldout_facts))
         object.__setattr__(self, "personas", tuple(self.personas))
         check(
-            self.drafter in ("template", "openai", "backbone"),
-            f"drafter is {self.drafter!r}; expected 'template', 'openai' or 'backbone'.",
+            self.drafter in DRAFTERS,
+            f"drafter is {self.drafter!r}; expected one of {', '.join(DRAFTERS)}.",
         )
         check(
             self.drafter != "openai" or bool(self.endpoint and self.model),
@@ -86,10 +88,14 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
     drafter = template
     if config.drafter == "openai":
         drafter = OpenAICompatibleDrafter(config.endpoint, config.model, os.environ.get(config.api_key_env))
-    elif config.drafter == "backbone":  # the local backbone: `model` is "default" or a checkpoint directory
+    elif config.drafter in ("backbone", "continuation"):  # `model`: "default" or a checkpoint directory
         from companion.backbone import BackboneConfig, HFBackbone
+        from training.data.continuation import ContinuationDrafter
 
-        drafter = BackboneDrafter(HFBackbone.from_config(BackboneConfig(model=config.model or "default")))
+        backbone = HFBackbone.from_config(BackboneConfig(model=config.model or "default"))
+        drafter = (
+            BackboneDrafter(backbone) if config.drafter == "backbone" else ContinuationDrafter(backbone, bank)
+        )
     rng = random.Random(config.seed)
     report: dict = {"config": asdict(config), "drafted": 0, "kept": 0, "dropped": Counter(), "fallback_drafts": 0,
                     "rejected_kinds": Counter(), "rejected_not_caught": Counter()}  # fmt: skip
@@ -132,7 +138,7 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
 def main(argv: list[str] | None = None) -> None:
     parser = job_parser(__doc__, config=CONFIG, smoke="24 training samples, 12 held-out")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--drafter", choices=["template", "openai", "backbone"])
+    parser.add_argument("--drafter", choices=DRAFTERS)
     parser.add_argument("--endpoint")
     parser.add_argument("--model")
     args = parser.parse_args(argv)
