@@ -357,10 +357,10 @@ def _finalize(
     if "answered_out_of_domain" in kinds:
         return refusal_line(decision.refuse_topic, persona), [*fallbacks, "in_character_refusal"]
     if "ignored_recall" in kinds and decision.recall and decision.asked_to_remember:
-        sentences.append(memory_line(decision.recall[0].content))
+        sentences.append(memory_line(decision.recall[0].content, persona.name))
         fallbacks.append("memory_answer")
     elif "ignored_recall" in kinds and decision.recall and decision.recall[0].value >= recall_threshold:
-        sentences.append(recall_line(decision.recall[0].content))
+        sentences.append(recall_line(decision.recall[0].content, persona.name))
         fallbacks.append("recall_question")
     text = " ".join(sentences)
     return text or f"*{persona.name} pauses, lost in thought.* Sorry, where were we?", fallbacks

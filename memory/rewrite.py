@@ -26,7 +26,11 @@ PAST_IRREGULAR = {
 }  # fmt: skip
 _PRONOUNS = [
     (r"\bmyself\b", "themselves"),
-    (r"\bmine\b", "theirs"),
+    # "mine" after a determiner or a kind is the pit ("my life in the mine", "a gold mine")
+    (
+        r"(?<!\bthe )(?<!\ba )(?<!\bthat )(?<!\bthis )(?<!\bold )(?<!\bgold )(?<!\bcoal )(?<!\biron )\bmine\b",
+        "theirs",
+    ),
     (r"\bmy\b", "the player's"),
     (r"\bme\b", "them"),
     (r"\bwe're\b", "the player and {we} are"),

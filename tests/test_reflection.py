@@ -166,3 +166,24 @@ def test_a_fact_is_said_back_to_the_player_in_the_second_person(fact, said):
     from companion.reflection.guidance import second_person
 
     assert second_person(fact) == said
+
+
+@pytest.mark.parametrize(
+    ("fact", "said"),
+    [
+        # the character speaks of itself in the first person ("you gave Mira a silver ring" before)
+        ("The player gave Mira a silver ring last winter.", "you gave me a silver ring last winter"),
+        ("The player and Mira fought off the wolves.", "we fought off the wolves"),
+        ("Mira and the player built that boat together.", "we built that boat together"),
+        ("Mira saved the player's life in the mine.", "I saved your life in the mine"),
+        ("The player borrowed Mira's lantern.", "you borrowed my lantern"),
+        ("The player and the NPC sang an old ballad together.", "we sang an old ballad together"),
+        ("The player's friend Miranda sings.", "your friend Miranda sings"),
+    ],
+)
+def test_the_character_is_said_in_the_first_person(fact, said):
+    from companion.reflection.guidance import memory_line, recall_line, second_person
+
+    assert second_person(fact, "Mira") == said
+    assert recall_line(fact, "Mira") == f"Didn't you tell me {said}?"
+    assert memory_line(fact, "Mira") == f"I remember that {said}."

@@ -106,6 +106,10 @@ def test_one_message_with_two_facts_gives_two_events(minilm):
         ("Thanks, Mira! I finally passed my exam.", "The player finally passed their exam."),
         ("I get it, Mira.", "The player gets it."),
         ("Hey Mira, I was born in Lyon, France.", "The player was born in Lyon, France."),
+        # "mine" the pit is not "mine" the pronoun ("the player's life in the theirs" before)
+        ("You saved my life in the mine.", "Mira saved the player's life in the mine."),
+        ("I work in a gold mine.", "The player works in a gold mine."),
+        ("That horse is mine.", "That horse is theirs."),
     ],
 )
 def test_third_person_rewrite(sentence, fact):

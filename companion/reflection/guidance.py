@@ -8,8 +8,10 @@ from companion.reflection.decision import ROLE_BREAK, Decision, PostCheck
 from persona_adapters import Persona
 
 
-def second_person(content: str) -> str:
-    """'The player works nights.' -> 'you work nights' (the NPC speaks to the player)."""
+def second_person(content: str, npc_name: str | None = None) -> str:
+    """'The player works nights.' -> 'you work nights' (the NPC speaks to the player), and the NPC
+    itself, as memory names it ("the NPC" or `npc_name`), in the first person: 'The player gave
+    Mira a ring.' -> 'you gave me a ring', 'The player and Mira sang.' -> 'we sang'."""
     text = _PLAYER_VERB.sub(_agree, content.rstrip("."), count=1)
     for third, second in (
         ("The player's ", "your "), ("the player's ", "your "), ("The player has ", "you have "),
@@ -17,6 +19,12 @@ def second_person(content: str) -> str:
         ("the player", "you"), (" their ", " your "),
     ):  # fmt: skip
         text = text.replace(third, second)
+    for name in ("the NPC", npc_name) if npc_name else ("the NPC",):
+        n = re.escape(name)
+        for pattern, first in (
+            (rf"\b(?:you and {n}|{n} and you)\b", "we"), (rf"^{n}\b", "I"), (rf"\b{n}'s\b", "my"), (rf"\b{n}\b", "me"),
+        ):  # fmt: skip
+            text = re.sub(pattern, first, text, flags=re.IGNORECASE)
     return text
 
 
@@ -65,8 +73,8 @@ def guidance(decision: Decision, persona: Persona) -> str:
     if decision.recall:
         first = decision.recall[0]
         lines.append(
-            f"You remember that {second_person(first.content)}. Bring it up naturally now, as a caring friend would "
-            f'(for example: "Didn\'t you tell me {second_person(first.content)}?").'
+            f"You remember that {second_person(first.content, persona.name)}. Bring it up naturally now, "
+            f'as a caring friend would (for example: "Didn\'t you tell me {second_person(first.content, persona.name)}?").'
         )
     return "\n".join(lines)
 
@@ -85,14 +93,14 @@ def correction(check: PostCheck, persona: Persona) -> str:
     return "Your previous answer was rejected. " + " ".join(fixes[k] for k in kinds)
 
 
-def recall_line(content: str) -> str:
+def recall_line(content: str, npc_name: str | None = None) -> str:
     """An in-character question that brings a memory up, for a draft that left it out twice."""
-    return f"Didn't you tell me {second_person(content)}?"
+    return f"Didn't you tell me {second_person(content, npc_name)}?"
 
 
-def memory_line(content: str) -> str:
+def memory_line(content: str, npc_name: str | None = None) -> str:
     """What the character remembers, for a draft that left it out twice when asked."""
-    return f"I remember that {second_person(content)}."
+    return f"I remember that {second_person(content, npc_name)}."
 
 
 def refusal_line(topic: str | None, persona: Persona) -> str:
