@@ -19,7 +19,7 @@ def second_person(content: str, npc_name: str | None = None) -> str:
         ("the player", "you"), (" their ", " your "),
     ):  # fmt: skip
         text = text.replace(third, second)
-    for name in ("the NPC", npc_name) if npc_name else ("the NPC",):
+    for name in filter(None, ("the NPC", npc_name)):
         n = re.escape(name)
         for pattern, first in (
             (rf"\b(?:you and {n}|{n} and you)\b", "we"), (rf"^{n}\b", "I"), (rf"\b{n}'s\b", "my"), (rf"\b{n}\b", "me"),
@@ -71,10 +71,10 @@ def guidance(decision: Decision, persona: Persona) -> str:
     elif decision.emotion == "joy":
         lines.append(f"The player is happy. Be {decision.tone} and share the joy.")
     if decision.recall:
-        first = decision.recall[0]
+        said = second_person(decision.recall[0].content, persona.name)
         lines.append(
-            f"You remember that {second_person(first.content, persona.name)}. Bring it up naturally now, "
-            f'as a caring friend would (for example: "Didn\'t you tell me {second_person(first.content, persona.name)}?").'
+            f"You remember that {said}. Bring it up naturally now, as a caring friend would "
+            f'(for example: "Didn\'t you tell me {said}?").'
         )
     return "\n".join(lines)
 

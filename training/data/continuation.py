@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 
-from companion.reflection.guidance import second_person
+from companion.reflection.guidance import memory_line, recall_line, second_person
 from persona_adapters import Persona
-from training.data.dialogues import DialogueSample, TemplateDrafter, _fill
+from training.data.dialogues import DialogueSample, TemplateDrafter, fill_voice, persona_voice
 from training.evaluation.quality import completion_nlls
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -57,17 +57,20 @@ class ContinuationDrafter:
 
     def openings(self, sample: DialogueSample, persona: Persona) -> list[str]:
         """The candidate openings for this sample's strategy (none for a plain answer)."""
-        voice = self.bank["voices"].get(persona.id, self.bank["voices"]["mira"])
+        voice = persona_voice(self.bank, persona.id)
         if sample.strategy == "recall":
-            fact = second_person(sample.recall_fact["content"])
+            content, advice = sample.recall_fact["content"], sample.recall_fact["advice"]
             filled = [
-                _fill(t, voice, you_fact=fact, advice=sample.recall_fact["advice"]) for t in voice["recall"]
+                fill_voice(t, voice, you_fact=second_person(content), advice=advice) for t in voice["recall"]
             ]
-            filled += [f"Didn't you tell me {fact}?", f"I remember that {fact}."]  # the guidance's own words
+            filled += [
+                recall_line(content),
+                memory_line(content),
+            ]  # the guidance's and the pipeline's own words
         elif sample.strategy == "support":
-            filled = [_fill(t, voice) for t in voice["support"]]
+            filled = [fill_voice(t, voice) for t in voice["support"]]
         elif sample.strategy == "refuse":
-            filled = [_fill(t, voice, topic=sample.refuse_topic) for t in voice["refuse"]]
+            filled = [fill_voice(t, voice, topic=sample.refuse_topic) for t in voice["refuse"]]
         else:
             return []
         return list(dict.fromkeys(opening(text) for text in filled))

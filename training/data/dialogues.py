@@ -130,7 +130,7 @@ def sample_dialogues(
     for i in range(n):
         persona = personas[i % len(personas)]
         strategy = STRATEGIES[(i // len(personas)) % len(STRATEGIES)]
-        voice = bank["voices"][persona.id] if persona.id in bank["voices"] else bank["voices"]["mira"]
+        voice = persona_voice(bank, persona.id)
         told = rng.sample(facts, k=min(len(facts), rng.randint(1, 3)))
         sample = DialogueSample(
             id=f"{seed}-{i}", persona_id=persona.id, strategy=strategy, told=told, trigger=""
@@ -154,7 +154,7 @@ def sample_dialogues(
         for fact in told:  # the earlier session: the player tells, the NPC acknowledges
             sample.history += [
                 {"role": "player", "text": fact["said"]},
-                {"role": "npc", "text": _fill(rng.choice(voice["acknowledge"]), voice)},
+                {"role": "npc", "text": fill_voice(rng.choice(voice["acknowledge"]), voice)},
             ]
         samples.append(sample)
     return samples
@@ -169,7 +169,12 @@ def _example_pairs(persona: Persona) -> list[tuple[str, str]]:
     return pairs
 
 
-def _fill(template: str, voice: dict, **values: str) -> str:
+def persona_voice(bank: dict, persona_id: str) -> dict:
+    """The persona's voice templates in the bank (Mira's for a persona the bank has none for)."""
+    return bank["voices"].get(persona_id, bank["voices"]["mira"])
+
+
+def fill_voice(template: str, voice: dict, **values: str) -> str:
     text = template.format(address=voice["address"], **values)
     return text[0].upper() + text[1:]
 
@@ -188,21 +193,21 @@ class TemplateDrafter:
         self.bank, self.rng = bank, random.Random(seed)
 
     def draft(self, sample: DialogueSample, persona: Persona) -> str:
-        voice = self.bank["voices"].get(persona.id, self.bank["voices"]["mira"])
+        voice = persona_voice(self.bank, persona.id)
         if sample.strategy == "recall":
             fact = sample.recall_fact
-            return _fill(
+            return fill_voice(
                 self.rng.choice(voice["recall"]),
                 voice,
                 you_fact=second_person(fact["content"]),
                 advice=fact["advice"],
             )
         if sample.strategy == "support":
-            return _fill(self.rng.choice(voice["support"]), voice)
+            return fill_voice(self.rng.choice(voice["support"]), voice)
         if sample.strategy == "refuse":
-            return _fill(self.rng.choice(voice["refuse"]), voice, topic=sample.refuse_topic)
+            return fill_voice(self.rng.choice(voice["refuse"]), voice, topic=sample.refuse_topic)
         pairs = dict(_example_pairs(persona))
-        return pairs.get(sample.trigger) or _fill(self.rng.choice(voice["answer"]), voice)
+        return pairs.get(sample.trigger) or fill_voice(self.rng.choice(voice["answer"]), voice)
 
 
 class OpenAICompatibleDrafter:
@@ -290,15 +295,15 @@ def failure_reply(
     kind: str, sample: DialogueSample, persona: Persona, bank: dict, rng: random.Random
 ) -> str | None:
     """A realistic bad reply of `kind` for this sample (None where the kind does not apply)."""
-    voice = bank["voices"].get(persona.id, bank["voices"]["mira"])
+    voice = persona_voice(bank, persona.id)
     failures = bank["failures"]
     if kind == "ignored_memory":
-        return _fill(rng.choice(voice["answer"]), voice) if sample.strategy == "recall" else None
+        return fill_voice(rng.choice(voice["answer"]), voice) if sample.strategy == "recall" else None
     if kind == "invented_memory":
         told = {f["id"] for f in sample.told}
         untold = [f for f in bank["facts"] if f["id"] not in told and f["type"] != "shared_history"]
         fact = rng.choice(untold)
-        return _fill(
+        return fill_voice(
             rng.choice(voice["recall"]), voice, you_fact=second_person(fact["content"]), advice=fact["advice"]
         )
     if kind == "breaks_character":
