@@ -240,6 +240,7 @@ class TurnPipeline:
                 decision=prepared.decision,
                 known=await self._known_near(prepared, drafting.draft),
                 player_lines=prepared.player_lines,
+                persona=prepared.persona,
             )
             drafting.checks.append(check)
             if check.ok:

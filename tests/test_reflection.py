@@ -129,6 +129,27 @@ def test_refusing_a_topic_by_its_name_is_not_breaking_character(reflector, draft
     assert ("breaks_character" in {f.kind for f in check.flags}) is breaks
 
 
+@pytest.mark.parametrize(
+    ("draft", "refused"),
+    [
+        ("I don\u2019t know what smartphones are, love. Travellers bring all sorts of strange words.", True),
+        ("Smartphones? Never heard of such a thing. But there's stew on the fire if you're hungry.", True),
+        (
+            "I have no idea what those are. They're tiny devices, around since the early days of computing.",
+            False,
+        ),
+        ("I don't know, love. I can only provide information based upon my knowledge base.", False),
+        ("Smartphones are small computers you carry in your pocket.", False),
+    ],
+)
+def test_a_refusal_that_goes_on_to_explain_the_thing_has_not_refused(reflector, draft, refused):
+    """Typographic apostrophes count ("don\u2019t"), and with the persona each further sentence
+    is read: an explanation of the thing, or assistant talk, undoes the refusal."""
+    refuse = _decision(strategy="refuse", refuse_topic="smartphones")
+    check = reflector.after(draft, decision=refuse, known=[], persona=MIRA)
+    assert ("answered_out_of_domain" not in {f.kind for f in check.flags}) is refused, check.flags
+
+
 def test_post_check_catches_a_superseded_fact():
     old = _event("The player lives in Paris.", type="personal_info", importance=6)
     new = _event("The player moved to Berlin.", type="personal_info", importance=6, supersedes=old.id)

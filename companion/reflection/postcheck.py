@@ -42,13 +42,21 @@ _STOP = frozenset(
 )
 
 
+def plain_quotes(text: str) -> str:
+    """Typographic apostrophes and quotes as plain ones ("don\u2019t" -> "don't"): models write both."""
+    return text.translate(_PLAIN_QUOTES)
+
+
+_PLAIN_QUOTES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u201c": '"', "\u201d": '"'})
+
+
 def _claims(draft: str) -> list[str]:
     """What the draft says the player told (after "you told me", "I remember you ..."), two words or more."""
     claims = [m.group("claim").strip(" ,") for m in MEMORY_CLAIM.finditer(draft)]
     return [c for c in claims if len(c.split()) >= 2]
 
 
-def _sentences(text: str) -> list[str]:
+def draft_sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?])\s+", text) if len(s.split()) >= 3]
 
 
@@ -87,7 +95,7 @@ class PostChecker:
         it, so the facts found for these texts (plus what was recalled) are all they need:
         the turn does not read the player's whole collection.
         """
-        return _claims(draft) + _sentences(draft) or [draft]
+        return _claims(draft) + draft_sentences(draft) or [draft]
 
     def check(
         self,
@@ -106,6 +114,7 @@ class PostChecker:
                 replaced them: `MemoryStore.related(memory_queries(draft))`) and the recalled ones.
             player_lines: what the player said in this conversation (not yet summarized).
         """
+        draft = plain_quotes(draft)
         flags: list[Flag] = []
         if match := BREAKS_CHARACTER.search(draft):
             flags.append(Flag(kind="breaks_character", detail=f"says {match.group(0)!r}"))
@@ -153,7 +162,7 @@ class PostChecker:
                     )
                 )
         active = [e for e in known if e.active]
-        sentences = _sentences(draft)
+        sentences = draft_sentences(draft)
         if active and sentences:
             sims = (
                 np.asarray(self.embedder.embed(sentences), dtype=np.float32)

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from companion.reflection.boundary import KnowledgeBoundary
-from companion.reflection.decision import ROLE_BREAK, Decision, PostCheck
+from companion.reflection.decision import ROLE_BREAK, Decision, Flag, PostCheck
 from companion.reflection.emotion import EmotionClassifier
-from companion.reflection.postcheck import PostChecker
+from companion.reflection.postcheck import NOT_KNOWING, PostChecker, draft_sentences, plain_quotes
 from companion.reflection.recall import ASKS_TO_REMEMBER, choose_recall, combined_scores
 from companion.reflection.recall_scorer import RecallScorer
 from companion.reflection.strategy import StrategyModel
@@ -165,6 +165,30 @@ class Reflector:
         decision: Decision,
         known: Sequence[MemoryEvent],
         player_lines: Sequence[str] = (),
+        persona: Persona | None = None,
     ) -> PostCheck:
-        """Flags on a draft reply (see `PostChecker.check`)."""
-        return self.post.check(draft, decision=decision, known=known, player_lines=player_lines)
+        """Flags on a draft reply (see `PostChecker.check`).
+
+        With the persona, a refusal is also read sentence by sentence: one that says "I don't
+        know what that is" and then goes on to explain it, or talks like an assistant, has not
+        refused (`answered_out_of_domain`).
+        """
+        check = self.post.check(draft, decision=decision, known=known, player_lines=player_lines)
+        if (
+            not decision.refused
+            or persona is None
+            or any(f.kind == "answered_out_of_domain" for f in check.flags)
+        ):
+            return check
+        return PostCheck(flags=[*check.flags, *self._goes_on_about_it(draft, persona)])
+
+    def _goes_on_about_it(self, draft: str, persona: Persona) -> list[Flag]:
+        """Sentences of a refusal, other than the not-knowing ones, that the strategy model
+        reads as outside the persona's world or as role-breaking talk."""
+        for sentence in draft_sentences(plain_quotes(draft)):
+            if NOT_KNOWING.search(sentence):
+                continue
+            gates = self.strategy.read(sentence, persona)
+            if max(gates.out_of_world, gates.injection) >= self.config.refuse_threshold:
+                return [Flag(kind="answered_out_of_domain", detail=f"goes on: {sentence!r}")]
+        return []

@@ -110,7 +110,7 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
             report["fallback_drafts"] += 1
             sample.reply = template.draft(sample, persona)
         report["drafted"] += 1
-        problems = check_reply(sample.reply, sample, reflector)
+        problems = check_reply(sample.reply, sample, reflector, persona)
         if problems:
             report["dropped"].update(problems)
             continue
@@ -119,9 +119,7 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
         kinds = [k for k in FAILURE_KINDS if failure_reply(k, sample, persona, bank, rng) is not None]
         for kind in rng.sample(kinds, k=min(len(kinds), config.rejected_per_sample)):
             rejected = failure_reply(kind, sample, persona, bank, rng)
-            if check_reply(
-                rejected, sample, reflector
-            ):  # a rejected side the checks would not catch is no use
+            if check_reply(rejected, sample, reflector, persona):  # one the checks miss is no use
                 dpo.append(dpo_row(sample, persona, rejected))
                 report["rejected_kinds"][kind] += 1
             else:

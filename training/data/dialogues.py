@@ -266,22 +266,32 @@ class BackboneDrafter:
 # ---- step 3: check -----------------------------------------------------------------------
 
 
-def check_reply(reply: str, sample: DialogueSample, reflector: Reflector) -> list[str]:
-    """Problems with `reply` for this sample (empty: keep it)."""
+def check_reply(
+    reply: str, sample: DialogueSample, reflector: Reflector, persona: Persona | None = None
+) -> list[str]:
+    """Problems with `reply` for this sample (empty: keep it); with its persona, a refusal that
+    goes on to explain the thing is caught too (`Reflector.after`)."""
     return reply_problems(
         reply,
         reflector,
         decision=sample.decision(),
         known=sample.events(),
         player_lines=sample.player_lines(),
+        persona=persona,
     )
 
 
 def reply_problems(
-    reply: str, reflector: Reflector, *, decision: Decision, known: list[MemoryEvent], player_lines: list[str]
+    reply: str,
+    reflector: Reflector,
+    *,
+    decision: Decision,
+    known: list[MemoryEvent],
+    player_lines: list[str],
+    persona: Persona | None = None,
 ) -> list[str]:
     """The runtime post-check's flag kinds for `reply`, plus "generic" for a short or stock line."""
-    check = reflector.after(reply, decision=decision, known=known, player_lines=player_lines)
+    check = reflector.after(reply, decision=decision, known=known, player_lines=player_lines, persona=persona)
     problems = [flag.kind for flag in check.flags]
     if len(reply.split()) < 4 or GENERIC.search(reply.strip()):
         problems.append("generic")

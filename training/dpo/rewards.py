@@ -77,7 +77,7 @@ class ReplyScorer:
         nlls = completion_nlls(self.reference, sample.messages(persona), replies)
         scored = []
         for i, reply in enumerate(replies):
-            flags = check_reply(reply, sample, self.reflector)
+            flags = check_reply(reply, sample, self.reflector, persona)
             parts = {"flags": -sum(w.flags.get(kind, 1.0) for kind in flags)}
             if sample.recall_fact is not None:
                 parts["grounded"] = w.grounded * grounded(reply, sample.recall_fact["content"])

@@ -46,7 +46,7 @@ from memory.embedding import MiniLMEmbedder
 from memory.events import MemoryEvent, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
-from persona_adapters import PersonaRegistry
+from persona_adapters import Persona, PersonaRegistry
 from training.common import job_parser, run, write_json
 from training.data.dialogues import DialogueSample, load_bank, read_jsonl, reply_problems
 from training.evaluation.persona_judge import PersonaJudge
@@ -65,11 +65,15 @@ from training.evaluation.support_judge import SupportJudge
 @dataclass
 class EvalItem:
     source: str  # "heldout" or "scenarios"
-    persona_id: str
+    persona: Persona
     messages: list[dict]
     decision: Decision
     known: list[MemoryEvent]
     player_lines: list[str]
+
+    @property
+    def persona_id(self) -> str:
+        return self.persona.id
 
 
 def heldout_items(data: Path, registry: PersonaRegistry, limit: int | None = None) -> list[EvalItem]:
@@ -80,7 +84,7 @@ def heldout_items(data: Path, registry: PersonaRegistry, limit: int | None = Non
         items.append(
             EvalItem(
                 "heldout",
-                persona.id,
+                persona,
                 sample.messages(persona),
                 sample.decision(),
                 sample.events(),
@@ -111,9 +115,7 @@ def scenario_items(
             recalled = store.search_sync(trigger["text"], player_id=player, npc_id=persona.id, k=5)
             decision = reflector.before(trigger["text"], persona=persona, recalled=recalled)
             messages = build_messages(persona, [], trigger["text"], guidance=guidance(decision, persona))
-            items.append(
-                EvalItem("scenarios", persona.id, messages, decision, known, [*lines, trigger["text"]])
-            )
+            items.append(EvalItem("scenarios", persona, messages, decision, known, [*lines, trigger["text"]]))
         store.delete_sync(player_id=player)
     return items
 
@@ -121,7 +123,12 @@ def scenario_items(
 def judge(reply: str, item: EvalItem, reflector: Reflector) -> set[str]:
     return set(
         reply_problems(
-            reply, reflector, decision=item.decision, known=item.known, player_lines=item.player_lines
+            reply,
+            reflector,
+            decision=item.decision,
+            known=item.known,
+            player_lines=item.player_lines,
+            persona=item.persona,
         )
     )
 

@@ -61,7 +61,7 @@ def builder_conversations(persona: Persona, n: int = 24, seed: int = 0) -> list[
     rows = []
     for sample in sample_dialogues([persona], bank, n=n, seed=seed):
         sample.reply = drafter.draft(sample, persona)
-        if not check_reply(sample.reply, sample, reflector):
+        if not check_reply(sample.reply, sample, reflector, persona):
             rows.append(sft_row(sample, persona))
     return rows
 
