@@ -143,8 +143,8 @@ def test_the_local_backbone_drafter_drafts_and_the_checks_judge_it(tokenizer, re
 
 
 def test_the_continuation_drafter_opens_with_the_likeliest_template_and_lets_the_model_go_on(tokenizer):
-    from companion.backbone import HFBackbone
-    from training.data.continuation import ContinuationDrafter
+    from companion.backbone import GenerationParams, HFBackbone
+    from training.data.continuation import ContinuationDrafter, finished
     from training.evaluation.quality import completion_nlls
 
     bank = load_bank()
@@ -165,9 +165,37 @@ def test_the_continuation_drafter_opens_with_the_likeliest_template_and_lets_the
             refuse.refuse_topic in o for o in drafter.openings(refuse, REGISTRY.get(refuse.persona_id))
         )
         answer = by_strategy["answer"]
-        assert (
-            drafter.openings(answer, REGISTRY.get(answer.persona_id)) == []
+        assert drafter.openings(answer, REGISTRY.get(answer.persona_id)) == []
+        own = backbone.generate_batch(
+            [backbone.render_prompt(answer.messages(REGISTRY.get(answer.persona_id)))],
+            params=GenerationParams(max_new_tokens=48, temperature=0),
+        )[0]
+        assert drafter.draft(answer, REGISTRY.get(answer.persona_id)) == finished(own)  # the base's own reply
+        first_version = ContinuationDrafter(backbone, bank, own=())
+        assert first_version.draft(answer, REGISTRY.get(answer.persona_id)) == TemplateDrafter(bank).draft(
+            answer, REGISTRY.get(answer.persona_id)
         )  # the persona's own example lines
+    finally:
+        backbone.close()
+
+
+def test_a_refusal_whose_continuation_explains_the_thing_keeps_its_opening_alone(tokenizer, reflector):
+    from companion.backbone import HFBackbone
+    from training.data.continuation import ContinuationDrafter
+
+    bank = load_bank()
+    backbone = HFBackbone(tiny_mixtral(), tokenizer)
+    refuse = next(s for s in sample_dialogues(PERSONAS, bank, n=12, seed=4) if s.strategy == "refuse")
+    persona = REGISTRY.get(refuse.persona_id)
+    try:
+        for tail, kept in [
+            ("They are small computers everyone carries, with apps and cameras.", False),
+            ("Travellers bring all sorts of strange words to this inn.", True),
+        ]:
+            backbone.generate_batch = lambda prompts, params, tail=tail: [tail]  # what the model went on with
+            drafted = ContinuationDrafter(backbone, bank, reflector=reflector).draft(refuse, persona)
+            assert drafted.endswith(tail) is kept, drafted
+            assert drafted in ContinuationDrafter(backbone, bank).openings(refuse, persona) or kept
     finally:
         backbone.close()
 
@@ -189,11 +217,13 @@ def test_the_continuation_drafter_opens_with_the_likeliest_template_and_lets_the
     ],
 )
 def test_openings_take_whole_sentences_and_a_continuation_keeps_only_a_finished_one(text, opening, first):
-    from training.data.continuation import first_sentence
+    from training.data.continuation import finished, first_sentence
     from training.data.continuation import opening as opening_of
 
     assert opening_of(text) == opening
     assert first_sentence(text) == first
+    assert finished("Stew? Never heard of it, love. And then the") == "Stew? Never heard of it, love."
+    assert finished("no end at all") == "no end at all"
 
 
 def test_an_unreachable_endpoint_falls_back_to_the_offline_drafter(tmp_path, reflector):

@@ -57,11 +57,13 @@ class BuildConfig(YamlConfig):
     model: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     rejected_per_sample: int = 2
+    own_replies: tuple[str, ...] = ("answer", "support")  # continuation drafter: the base model's own reply
     personas: tuple[str, ...] = field(default=("mira", "orla", "marlowe"))
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "heldout_facts", tuple(self.heldout_facts))
         object.__setattr__(self, "personas", tuple(self.personas))
+        object.__setattr__(self, "own_replies", tuple(self.own_replies))
         check(
             self.drafter in DRAFTERS,
             f"drafter is {self.drafter!r}; expected one of {', '.join(DRAFTERS)}.",
@@ -94,7 +96,9 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
 
         backbone = HFBackbone.from_config(BackboneConfig(model=config.model or "default"))
         drafter = (
-            BackboneDrafter(backbone) if config.drafter == "backbone" else ContinuationDrafter(backbone, bank)
+            BackboneDrafter(backbone)
+            if config.drafter == "backbone"
+            else ContinuationDrafter(backbone, bank, own=config.own_replies, reflector=reflector)
         )
     rng = random.Random(config.seed)
     report: dict = {"config": asdict(config), "drafted": 0, "kept": 0, "dropped": Counter(), "fallback_drafts": 0,

@@ -7,8 +7,12 @@ base model finds unlikely (perplexity under the dense base 4.3 -> 12 after SFT o
 seldom say a memory out loud (3% of its samples). This drafter takes the part of a template that
 does the strategy's work, its opening sentence, worded the way the reference model finds likeliest
 among the persona's templates (and, for a recall, the guidance's own example), then lets the base
-model continue greedily for at most one more sentence. The post-check and the judges still decide
-what is kept (build_dialogues step 3).
+model continue greedily for at most one more sentence. The strategies in `own` (by default a plain
+answer and support, which the base model already does in the guidance's words: its support reads
+as comfort to the judge 92% of the time) take the base model's own greedy reply, cut to its
+finished sentences, so SFT does not move them. A refusal whose continuation goes on to explain the
+thing (the post-check, given the persona) keeps its opening alone. The post-check and the judges
+still decide what is kept (build_dialogues step 3).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import re
 
 from companion.reflection.guidance import memory_line, recall_line, second_person
 from persona_adapters import Persona
-from training.data.dialogues import DialogueSample, TemplateDrafter, fill_voice, persona_voice
+from training.data.dialogues import DialogueSample, TemplateDrafter, check_reply, fill_voice, persona_voice
 from training.evaluation.quality import completion_nlls
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -34,6 +38,13 @@ def opening(text: str, min_words: int = 5) -> str:
     return " ".join(taken)
 
 
+def finished(text: str) -> str:
+    """`text` up to its last finished sentence (all of it when none is finished)."""
+    text = " ".join(text.split())
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]] if ends else text
+
+
 def first_sentence(text: str) -> str:
     """The first finished sentence of `text` ("" when none is finished)."""
     match = _FINISHED.match(" ".join(text.split()))
@@ -48,11 +59,26 @@ class ContinuationDrafter:
         bank: the dialogue bank (the persona voices' templates).
         max_new_tokens: the continuation's budget.
         repetition_penalty: for the greedy continuation (small models loop without one).
+        own: strategies whose reply is the base model's own (greedy, `own_tokens`, as the
+            evaluation generates); the others get an opening. () for the first version, where a
+            plain answer took the persona's example lines and support a template opening.
+        reflector: with it, a refusal's continuation that the post-check flags is dropped.
     """
 
-    def __init__(self, backbone, bank: dict, *, max_new_tokens: int = 32, repetition_penalty: float = 1.3):
+    def __init__(
+        self,
+        backbone,
+        bank: dict,
+        *,
+        max_new_tokens: int = 32,
+        repetition_penalty: float = 1.3,
+        own: tuple[str, ...] = ("answer", "support"),
+        own_tokens: int = 48,
+        reflector=None,
+    ):
         self.backbone, self.bank = backbone, bank
         self.max_new_tokens, self.repetition_penalty = max_new_tokens, repetition_penalty
+        self.own, self.own_tokens, self.reflector = tuple(own), own_tokens, reflector
         self.template = TemplateDrafter(bank)
 
     def openings(self, sample: DialogueSample, persona: Persona) -> list[str]:
@@ -78,10 +104,15 @@ class ContinuationDrafter:
     def draft(self, sample: DialogueSample, persona: Persona) -> str:
         from companion.backbone import GenerationParams
 
+        messages = sample.messages(persona)
+        if sample.strategy in self.own:
+            params = GenerationParams(max_new_tokens=self.own_tokens, temperature=0)
+            return finished(
+                self.backbone.generate_batch([self.backbone.render_prompt(messages)], params=params)[0]
+            )
         candidates = self.openings(sample, persona)
         if not candidates:  # a plain answer: the persona's own example lines
             return self.template.draft(sample, persona)
-        messages = sample.messages(persona)
         nlls = completion_nlls(self.backbone, messages, candidates)
         start = min(zip(candidates, nlls, strict=True), key=lambda c: c[1][0] / c[1][1])[0]
         params = GenerationParams(
@@ -90,4 +121,8 @@ class ContinuationDrafter:
         tail = self.backbone.generate_batch(
             [self.backbone.render_prompt(messages) + start + " "], params=params
         )
-        return " ".join(filter(None, [start, first_sentence(tail[0])]))
+        reply = " ".join(filter(None, [start, first_sentence(tail[0])]))
+        if sample.strategy == "refuse" and self.reflector is not None and reply != start:
+            if check_reply(reply, sample, self.reflector, persona):  # it went on to explain the thing
+                return start
+        return reply
