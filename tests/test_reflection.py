@@ -140,6 +140,10 @@ def test_refusing_a_topic_by_its_name_is_not_breaking_character(reflector, draft
         ),
         ("I don't know, love. I can only provide information based upon my knowledge base.", False),
         ("Smartphones are small computers you carry in your pocket.", False),
+        ("I don\u2019t know what smartphones are, but they can be found everywhere!", False),
+        ("Never heard of them, but I can tell you they have been around since the 1970s.", False),
+        ("Never heard of them, love. But if a traveller sells one, I'll ask what it does.", True),
+        ("I don't know what that is, but it isn't sold in this village.", True),
     ],
 )
 def test_a_refusal_that_goes_on_to_explain_the_thing_has_not_refused(reflector, draft, refused):

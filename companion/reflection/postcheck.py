@@ -34,6 +34,11 @@ NOT_KNOWING = re.compile(
     r"what is (a|an|that)|strange (word|thing|name)|can't say i know|never seen|not from around)\b",
     re.IGNORECASE,
 )
+BUT_EXPLAINS = re.compile(
+    r"\bbut\s+(?P<clause>(i can tell you|(they|it|those|these)('s|'re|\s+(are|is|were|was|can|have|has|used)\b))"
+    r"[^.!?]*[.!?]?)",
+    re.IGNORECASE,
+)  # "I don't know what smartphones are, but they can be found everywhere!"
 _NEGATION = re.compile(r"\b(not|no|never|n't|don't|doesn't|isn't|aren't|can't|cannot|won't|without)\b", re.I)
 _STOP = frozenset(
     "the a an and or but of to in on at for with about from that this it is are was were be been has have had "
@@ -54,6 +59,15 @@ def _claims(draft: str) -> list[str]:
     """What the draft says the player told (after "you told me", "I remember you ..."), two words or more."""
     claims = [m.group("claim").strip(" ,") for m in MEMORY_CLAIM.finditer(draft)]
     return [c for c in claims if len(c.split()) >= 2]
+
+
+def _explains_anyway(draft: str) -> str | None:
+    """A "but they are ..." after not knowing, that neither negates nor asks (None: none)."""
+    for match in BUT_EXPLAINS.finditer(draft):
+        clause = match.group("clause").strip()
+        if not _NEGATION.search(clause) and not clause.endswith("?"):
+            return clause
+    return None
 
 
 def draft_sentences(text: str) -> list[str]:
@@ -124,6 +138,10 @@ class PostChecker:
         if decision.refused and not NOT_KNOWING.search(draft):
             flags.append(
                 Flag(kind="answered_out_of_domain", detail=f"does not refuse {decision.refuse_topic!r}")
+            )
+        elif decision.refused and (explains := _explains_anyway(draft)):
+            flags.append(
+                Flag(kind="answered_out_of_domain", detail=f"says it does not know, but {explains!r}")
             )
         if len(draft.split()) > self.max_words:
             flags.append(Flag(kind="too_long", detail=f"{len(draft.split())} words, limit {self.max_words}"))

@@ -33,6 +33,9 @@ class ReflectionConfig:
         support_threshold: the strategy model's P(support) to support.
         support_confidence: ...or the emotion classifier's confidence in a negative emotion.
         refuse_threshold: its P(out of world) or P(injection) to refuse.
+        explains_threshold: ...for a further sentence of a refusal to count as explaining the
+            thing after all (higher: the gates were trained on players' lines, and an in-world
+            offer such as "if a traveller sells one, I'll ask what it does" reads 0.65).
         memory_question_threshold: its P(asks what the character remembers).
         recall_threshold: the recall scorer's P(worth bringing up) for the first memory.
         second_recall_threshold: ...for a second one (of another type).
@@ -43,6 +46,7 @@ class ReflectionConfig:
     support_threshold: float = 0.2  # chosen on the dev split (the gate under-fires at 0.5)
     support_confidence: float = 0.55
     refuse_threshold: float = 0.5
+    explains_threshold: float = 0.8
     memory_question_threshold: float = 0.5
     recall_threshold: float = 0.5
     second_recall_threshold: float = 0.7
@@ -189,6 +193,6 @@ class Reflector:
             if NOT_KNOWING.search(sentence):
                 continue
             gates = self.strategy.read(sentence, persona)
-            if max(gates.out_of_world, gates.injection) >= self.config.refuse_threshold:
+            if max(gates.out_of_world, gates.injection) >= self.config.explains_threshold:
                 return [Flag(kind="answered_out_of_domain", detail=f"goes on: {sentence!r}")]
         return []
