@@ -217,11 +217,16 @@ def test_a_refusal_whose_continuation_explains_the_thing_keeps_its_opening_alone
     ],
 )
 def test_openings_take_whole_sentences_and_a_continuation_keeps_only_a_finished_one(text, opening, first):
-    from training.data.continuation import finished, first_sentence
+    from training.data.continuation import first_sentence
     from training.data.continuation import opening as opening_of
 
     assert opening_of(text) == opening
     assert first_sentence(text) == first
+
+
+def test_an_own_reply_is_cut_to_its_finished_sentences():
+    from training.data.continuation import finished
+
     assert finished("Stew? Never heard of it, love. And then the") == "Stew? Never heard of it, love."
     assert finished("no end at all") == "no end at all"
 

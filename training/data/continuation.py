@@ -25,7 +25,7 @@ from training.data.dialogues import DialogueSample, TemplateDrafter, check_reply
 from training.evaluation.quality import completion_nlls
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_FINISHED = re.compile(r"^.*?[.!?](?=\s|$)", re.DOTALL)
+_STOP = re.compile(r"[.!?](?=\s|$)")  # where a sentence is finished
 
 
 def opening(text: str, min_words: int = 5) -> str:
@@ -41,14 +41,15 @@ def opening(text: str, min_words: int = 5) -> str:
 def finished(text: str) -> str:
     """`text` up to its last finished sentence (all of it when none is finished)."""
     text = " ".join(text.split())
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    ends = [m.end() for m in _STOP.finditer(text)]
     return text[: ends[-1]] if ends else text
 
 
 def first_sentence(text: str) -> str:
     """The first finished sentence of `text` ("" when none is finished)."""
-    match = _FINISHED.match(" ".join(text.split()))
-    return match.group(0) if match else ""
+    text = " ".join(text.split())
+    match = _STOP.search(text)
+    return text[: match.end()] if match else ""
 
 
 class ContinuationDrafter:
