@@ -10,12 +10,20 @@ import torch
 from safetensors.torch import load_file
 
 from companion.backbone import BackboneConfig, HFBackbone
+from companion.errors import ConfigError
 from companion.reflection import Reflector
 from persona_adapters import PersonaRegistry
 from persona_adapters.registry import BUNDLED_DIR
 from training.data.build_dialogues import BuildConfig, build
 from training.data.dialogues import DialogueSample, load_bank, read_jsonl, sample_dialogues
-from training.dpo.on_policy import OnPolicyConfig, best_worst_pairs, train_on_policy, with_template_share
+from training.dpo.on_policy import (
+    OnPolicyConfig,
+    best_worst_pairs,
+    sample_replies,
+    sampling_params,
+    train_on_policy,
+    with_template_share,
+)
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.support_judge import SupportJudge
@@ -104,6 +112,37 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
         on_policy = [p for p in pairs if p["chosen"][0]["content"] in best]
         assert on_policy and len(on_policy) == json.loads((round_dir / "round_summary.json").read_text())[
             "on_policy_pairs"]  # fmt: skip
+
+
+def test_with_greedy_a_contexts_first_reply_is_the_greedy_one_and_the_rest_are_sampled(
+    tiny_checkpoint, tmp_path
+):
+    import asyncio
+
+    from companion.backbone import GenerationParams
+
+    config = OnPolicyConfig(samples=3, max_new_tokens=8, engine="hf", greedy=True, temperature=1.5)
+    assert [sampling_params(config, i, seed=9).temperature for i in range(3)] == [0.0, 1.5, 1.5]
+    assert sampling_params(OnPolicyConfig(), 0, seed=9).temperature == OnPolicyConfig().temperature
+    adapter = fresh_adapter(tiny_checkpoint, tmp_path / "adapter")
+    context = sample_dialogues(PERSONAS, load_bank(), n=1, seed=5)[0]
+    prompt = context.messages(REGISTRY.get(context.persona_id))
+    (replies,) = sample_replies(config, tiny_checkpoint, adapter, [prompt], seed=1)
+    backbone = HFBackbone.from_config(BackboneConfig(model=str(tiny_checkpoint)))
+    try:
+        backbone.adapters.load("policy", adapter)
+        greedy = asyncio.run(backbone.generate(prompt, adapter="policy",
+                                               params=GenerationParams(max_new_tokens=8, temperature=0.0)))  # fmt: skip
+    finally:
+        backbone.close()
+    assert len(replies) == 3 and replies[0] == greedy.strip()
+
+
+def test_the_configs_reward_weights_reach_the_scorer():
+    weights = OnPolicyConfig(fluency_weight=1.5, repetition_weight=5.0).weights()
+    assert (weights.fluency, weights.repetition) == (1.5, 5.0)
+    with pytest.raises(ConfigError, match="fluency_weight"):
+        OnPolicyConfig(fluency_weight=-1.0)
 
 
 def test_a_fresh_adapter_starts_exactly_at_the_base_model(tiny_checkpoint, tmp_path):

@@ -8,7 +8,9 @@ judges, pair the best with the worst, train DPO, and go again from the new adapt
 Each round:
 1. draws fresh multi-turn contexts (the dialogue builder's sampler, training facts only:
    the held-out facts of `--data`'s build stay unseen) - a new draw every round;
-2. samples `samples` replies per context from the current adapter, all at once through
+2. samples `samples` replies per context from the current adapter (with `greedy`, the first
+   of them decoded greedily, as the evaluation decodes, so that the policy's most likely
+   reply - where loops show - is ranked too), all at once through
    the `llamacpp` engine (continuous batching; the adapter is converted to GGUF once per
    round) or, with `engine: hf`, batched transformers generation;
 3. scores every reply (`training.dpo.rewards`: post-check flags, grounding, support,
@@ -71,6 +73,9 @@ class OnPolicyConfig(YamlConfig):
     min_gap: float = 1.0
     template_share: float = 0.2
     engine: str = "llamacpp"
+    greedy: bool = False
+    fluency_weight: float = RewardWeights.fluency
+    repetition_weight: float = RewardWeights.repetition
     steps: int = 32
     batch_size: int = 2
     learning_rate: float = 5e-5
@@ -84,6 +89,11 @@ class OnPolicyConfig(YamlConfig):
         check(self.engine in ENGINES, f"engine is {self.engine!r}; expected one of {', '.join(ENGINES)}.")
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
+        check(self.fluency_weight >= 0 and self.repetition_weight >= 0,
+              f"fluency_weight {self.fluency_weight} and repetition_weight {self.repetition_weight}; expected >= 0.")  # fmt: skip
+
+    def weights(self) -> RewardWeights:
+        return RewardWeights(fluency=self.fluency_weight, repetition=self.repetition_weight)
 
 
 @dataclass(frozen=True)
@@ -118,25 +128,25 @@ def round_contexts(build: Build, config: OnPolicyConfig, round_no: int) -> list[
 def sample_replies(
     config: OnPolicyConfig, model_dir: Path, adapter: Path, prompts: list[list[dict]], seed: int
 ) -> list[list[str]]:
-    """`config.samples` replies to each prompt from the base model with `adapter` active."""
-    from companion.backbone import GenerationParams
-
+    """`config.samples` replies to each prompt from the base model with `adapter` active
+    (with `config.greedy`, each prompt's first reply is the greedy one)."""
     n = config.samples
-    params = [
-        GenerationParams(
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
-            top_p=config.top_p,
-            seed=seed + i,
-        )
-        for i in range(len(prompts) * n)
-    ]
+    params = [sampling_params(config, i % n, seed + i) for i in range(len(prompts) * n)]
     flat = [p for p in prompts for _ in range(n)]
     if config.engine == "llamacpp":
         replies = _sample_llamacpp(model_dir, adapter, flat, params)
     else:
         replies = _sample_hf(model_dir, adapter, flat, params)
     return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(prompts))]
+
+
+def sampling_params(config: OnPolicyConfig, index: int, seed: int):
+    """How a context's `index`-th reply is decoded."""
+    from companion.backbone import GenerationParams
+
+    greedy = config.greedy and index == 0
+    return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0.0 if greedy else config.temperature,
+                            top_p=config.top_p, seed=seed)  # fmt: skip
 
 
 def _sample_llamacpp(model_dir: Path, adapter: Path, prompts, params) -> list[str]:
@@ -168,10 +178,15 @@ def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) 
     backbone = HFBackbone.from_config(BackboneConfig(model=str(model_dir)))
     try:
         backbone.adapters.load("policy", adapter)
-        replies: list[str] = []
-        for start in range(0, len(prompts), batch):
-            chunk = prompts[start : start + batch]
-            replies += backbone.generate_batch(chunk, adapters=["policy"] * len(chunk), params=params[start])
+        replies: list[str] = [""] * len(prompts)
+        for greedy in (True, False):  # a batch shares its decoding settings
+            group = [i for i, q in enumerate(params) if (q.temperature == 0) == greedy]
+            for start in range(0, len(group), batch):
+                chunk = group[start : start + batch]
+                done = backbone.generate_batch([prompts[i] for i in chunk], adapters=["policy"] * len(chunk),
+                                               params=params[chunk[0]])  # fmt: skip
+                for i, reply in zip(chunk, done, strict=True):
+                    replies[i] = reply
         return replies
     finally:
         backbone.close()
@@ -277,7 +292,7 @@ def train_on_policy(
     build = Build.read(data, registry)
     reference = HFBackbone.from_config(BackboneConfig(model=str(reference_dir)))
     scorer = ReplyScorer(Reflector(embedder), PersonaJudge(embedder, build.personas, load_bank()),
-                         SupportJudge(embedder), reference, RewardWeights())  # fmt: skip
+                         SupportJudge(embedder), reference, config.weights())  # fmt: skip
     rounds = []
     try:
         for round_no in range(1, config.rounds + 1):
