@@ -30,13 +30,35 @@ def dataclass_from_yaml(cls: type, path: str | Path) -> Any:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of {cls.__name__} fields.")
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = set(fields)
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(
             f"config file {path} has unknown keys {unknown}; {cls.__name__} takes {sorted(known)}."
         )
+    for name, value in data.items():
+        _check_type(path, name, value, fields[name].type)
     return cls(**data)
+
+
+_SCALARS = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,)}
+
+
+def _check_type(path: Path, name: str, value: Any, annotation: Any) -> None:
+    """ConfigError when a scalar field (int, float, bool, str, or one of them | None) holds
+    another kind of value: "5.0# note" is a string to YAML, and should not fail later as a
+    TypeError deep in a job."""
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    optional = kind.endswith(" | None")
+    kind = kind.removesuffix(" | None")
+    if kind not in _SCALARS or (optional and value is None):
+        return
+    wanted = _SCALARS[kind]
+    if isinstance(value, bool) and bool not in wanted or not isinstance(value, wanted):
+        raise ConfigError(
+            f"config file {path}: {name} is {value!r}; expected {kind}{' or null' if optional else ''}."
+        )
 
 
 class YamlConfig:

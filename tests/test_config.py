@@ -22,6 +22,9 @@ def test_yaml_round_trip(tmp_path):
         ("routing: {policy: sometimes}\n", "routing.policy"),
         ("dtype: int8\n", "dtype"),
         ("model: [unclosed\n", "not valid YAML"),
+        ("n_experts: four\n", "n_experts is 'four'; expected int"),
+        ("n_experts: true\n", "n_experts is True; expected int"),
+        ("n_threads: 2.5\n", "n_threads is 2.5; expected int or null"),
     ],
 )
 def test_bad_files_say_what_is_wrong(tmp_path, content, match):
@@ -29,6 +32,20 @@ def test_bad_files_say_what_is_wrong(tmp_path, content, match):
     path.write_text(content)
     with pytest.raises(ConfigError, match=match):
         BackboneConfig.from_file(path)
+
+
+def test_a_whole_number_reads_as_a_float_and_null_as_an_unset_option(tmp_path):
+    from training.dpo.on_policy import OnPolicyConfig
+
+    path = tmp_path / "on_policy.yaml"
+    path.write_text("fluency_weight: 2\n")
+    assert OnPolicyConfig.from_file(path).fluency_weight == 2
+    path.write_text("repetition_weight: 5.0# a comment needs a space before it\n")
+    with pytest.raises(ConfigError, match="repetition_weight is '5.0# a comment"):
+        OnPolicyConfig.from_file(path)
+    path = tmp_path / "backbone.yaml"
+    path.write_text("n_threads: null\n")
+    assert BackboneConfig.from_file(path).n_threads is None
 
 
 def test_missing_file(tmp_path):
