@@ -24,6 +24,7 @@ from training.data.dialogues import (
     TemplateDrafter,
     check_reply,
     failure_reply,
+    fill_voice,
     load_bank,
     sample_dialogues,
 )
@@ -83,6 +84,22 @@ def test_the_checks_reject_a_planted_bad_dialogue_of_each_kind(kind, reflector):
         assert check_reply(good, sample, reflector) == [], good
         bad = failure_reply(kind, sample, persona, bank, rng)
         assert check_reply(bad, sample, reflector), f"{kind} not caught: {bad!r}"
+
+
+@pytest.mark.parametrize(
+    ("topic", "line"),
+    [
+        ("smartphones", "I don't know what smartphones are, pal."),
+        ("horses and saddles", "I don't know what horses and saddles are, pal."),
+        ("the internet", "I don't know what the internet is, pal."),
+        ("DNA testing", "I don't know what DNA testing is, pal."),
+    ],
+)
+def test_a_refusal_template_agrees_with_its_topic(topic, line):
+    voice = {"address": "pal"}
+    assert fill_voice("I don't know what {topic} {is}, {address}.", voice, topic=topic) == line
+    pronoun = fill_voice("{topic}? Never heard of {it}.", voice, topic=topic)
+    assert pronoun.endswith("them.") == line.endswith("are, pal.")
 
 
 class FakeOpenAIEndpoint(BaseHTTPRequestHandler):

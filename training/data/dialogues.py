@@ -175,8 +175,18 @@ def persona_voice(bank: dict, persona_id: str) -> dict:
 
 
 def fill_voice(template: str, voice: dict, **values: str) -> str:
+    """`template` in the persona's voice; with a `topic`, `{is}` and `{it}` agree with it."""
+    if "topic" in values:
+        values = topic_agreement(values["topic"]) | values
     text = template.format(address=voice["address"], **values)
     return text[0].upper() + text[1:]
+
+
+def topic_agreement(topic: str) -> dict[str, str]:
+    """The verb and pronoun a refused topic takes: "smartphones are / them", "the internet is / it"."""
+    last = topic.split()[-1].lower()
+    plural = " and " in topic or (last.endswith("s") and not last.endswith(("ss", "us", "is")))
+    return {"is": "are", "it": "them"} if plural else {"is": "is", "it": "it"}
 
 
 # ---- step 2: draft -----------------------------------------------------------------------
