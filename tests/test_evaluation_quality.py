@@ -99,15 +99,24 @@ def test_the_persona_stage_gives_each_reply_its_own_personas_adapter(tmp_path):
 
     registry, backbone = PersonaRegistry.default(), FakeBackbone()
     items = [SimpleNamespace(persona_id=p) for p in ("mira", "orla", "mira")]
-    stages = load_stages(backbone, registry, items, [f"dpo={tmp_path}"], "bundled")
+    for pid in ("mira", "orla"):
+        (tmp_path / "tuned" / pid).mkdir(parents=True)
+    stages = load_stages(
+        backbone, registry, items, [f"dpo={tmp_path}"], ["bundled", f"tuned={tmp_path / 'tuned'}"]
+    )
     assert [stages["base"](i) for i in items] == [None] * 3
     assert [stages["dpo"](i) for i in items] == ["dpo"] * 3
-    assert [stages["bundled"](i) for i in items] == ["persona-mira", "persona-orla", "persona-mira"]
-    assert backbone.adapters.loaded["persona-orla"] == registry.adapter_dir("orla")
+    assert [stages["bundled"](i) for i in items] == ["bundled-mira", "bundled-orla", "bundled-mira"]
+    assert backbone.adapters.loaded["bundled-orla"] == registry.adapter_dir("orla")
+    assert [stages["tuned"](i) for i in items] == ["tuned-mira", "tuned-orla", "tuned-mira"]
+    assert backbone.adapters.loaded["tuned-orla"] == tmp_path / "tuned" / "orla"
+    (tmp_path / "partial" / "mira").mkdir(parents=True)
+    with pytest.raises(ConfigError, match="persona 'orla' has no adapter to evaluate at"):
+        load_stages(FakeBackbone(), registry, items, [], [f"partial={tmp_path / 'partial'}"])
 
     class NoAdapters:
         def adapter_dir(self, persona_id):
             return None
 
     with pytest.raises(ConfigError, match="companion persona train mira"):
-        load_stages(FakeBackbone(), NoAdapters(), items, [], "bundled")
+        load_stages(FakeBackbone(), NoAdapters(), items, [], ["bundled"])

@@ -17,8 +17,10 @@ from persona_adapters.registry import BUNDLED_DIR
 from training.data.build_dialogues import BuildConfig, build
 from training.data.dialogues import DialogueSample, load_bank, read_jsonl, sample_dialogues
 from training.dpo.on_policy import (
+    Build,
     OnPolicyConfig,
     best_worst_pairs,
+    round_contexts,
     sample_replies,
     sampling_params,
     train_on_policy,
@@ -86,6 +88,21 @@ def test_template_pairs_make_up_the_asked_share():
     mixed = with_template_share(pairs, templates, 0.2, random.Random(0))
     assert len(mixed) == 10 and sum(r["k"] != "p" for r in mixed) == 2
     assert with_template_share(pairs, templates, 0.0, random.Random(0)) == pairs
+
+
+def test_a_persona_run_draws_only_that_personas_contexts_and_template_pairs(minilm, tmp_path):
+    data = tmp_path / "data"
+    build(BuildConfig(n_train=12, n_eval=3), data, registry=REGISTRY, reflector=Reflector(minilm))
+    everyone = Build.read(data, REGISTRY)
+    assert {p.id for p in everyone.personas} == {"mira", "orla", "marlowe"}
+    mira = Build.read(data, REGISTRY, only=["mira"])
+    assert [p.id for p in mira.personas] == ["mira"]
+    assert 0 < len(mira.template_pairs) < len(everyone.template_pairs)
+    assert all(r["prompt"][0]["content"].startswith("You are Mira") for r in mira.template_pairs)
+    contexts = round_contexts(mira, OnPolicyConfig(contexts=6), round_no=1)
+    assert {c.persona_id for c in contexts} == {"mira"}
+    with pytest.raises(ConfigError, match="not \\['nobody'\\]"):
+        Build.read(data, REGISTRY, only=["nobody"])
 
 
 @pytest.mark.slow

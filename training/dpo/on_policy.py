@@ -4,6 +4,7 @@ judges, pair the best with the worst, train DPO, and go again from the new adapt
     python -m training.dpo.on_policy --data runs/full/data --adapter runs/full/sft --out runs/full/dpo
     python -m training.dpo.on_policy --data DIR --from-base --out DIR --config training/configs/on_policy_from_base.yaml
     python -m training.dpo.on_policy --data DIR --adapter DIR --out DIR --smoke    # tiny rounds
+    python -m training.dpo.on_policy --data DIR --adapter persona_adapters/adapters/mira --persona mira --out DIR
 
 Each round:
 1. draws fresh multi-turn contexts (the dialogue builder's sampler, training facts only:
@@ -105,16 +106,24 @@ class Build:
     template_pairs: list[dict]  # its dpo.jsonl rows
 
     @classmethod
-    def read(cls, data: Path, registry) -> Build:
+    def read(cls, data: Path, registry, only: list[str] | None = None) -> Build:
+        """The build in `data`; with `only`, just those personas' contexts and template pairs."""
         report_path = data / "report.json"
         if not report_path.is_file():
             raise ConfigError(f"{report_path} is missing; --data must be a build_dialogues output folder.")
         built = json.loads(report_path.read_text(encoding="utf-8"))["config"]
+        missing = sorted(set(only or ()) - set(built["personas"]))
+        if missing:
+            raise ConfigError(f"{data} was built for personas {built['personas']}, not {missing}.")
+        personas = [registry.get(p) for p in only or built["personas"]]
+        openings = tuple(f"You are {p.name}." for p in personas)  # the system prompt's first words
         heldout = set(built["heldout_facts"])
         return cls(
-            personas=[registry.get(p) for p in built["personas"]],
+            personas=personas,
             facts=[f for f in load_bank()["facts"] if f["id"] not in heldout],
-            template_pairs=read_jsonl(data / "dpo.jsonl"),
+            template_pairs=[
+                r for r in read_jsonl(data / "dpo.jsonl") if r["prompt"][0]["content"].startswith(openings)
+            ],
         )
 
 
@@ -278,9 +287,17 @@ def run_round(
 
 
 def train_on_policy(
-    data: Path, adapter: Path, out: Path, *, config: OnPolicyConfig, model_dir: Path, reference_dir: Path
+    data: Path,
+    adapter: Path,
+    out: Path,
+    *,
+    config: OnPolicyConfig,
+    model_dir: Path,
+    reference_dir: Path,
+    personas: list[str] | None = None,
 ) -> dict:
-    """Runs every round, each from the last one's adapter; returns the summary."""
+    """Runs every round, each from the last one's adapter; returns the summary. With
+    `personas`, the contexts are only theirs (tuning one persona's own adapter)."""
     from companion.backbone import BackboneConfig, HFBackbone
     from companion.reflection import Reflector
     from memory.embedding import MiniLMEmbedder
@@ -289,7 +306,7 @@ def train_on_policy(
     from training.evaluation.support_judge import SupportJudge
 
     registry, embedder = PersonaRegistry.default(), MiniLMEmbedder()
-    build = Build.read(data, registry)
+    build = Build.read(data, registry, personas)
     reference = HFBackbone.from_config(BackboneConfig(model=str(reference_dir)))
     scorer = ReplyScorer(Reflector(embedder), PersonaJudge(embedder, build.personas, load_bank()),
                          SupportJudge(embedder), reference, config.weights())  # fmt: skip
@@ -302,7 +319,7 @@ def train_on_policy(
             rounds.append(figures)
     finally:
         reference.close()
-    summary = {"rounds": rounds, "settings": asdict(config)}
+    summary = {"rounds": rounds, "settings": asdict(config), "personas": [p.id for p in build.personas]}
     write_json(out / "summary.json", summary)
     return summary
 
@@ -321,6 +338,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument(
+        "--persona",
+        action="append",
+        help="only this persona's contexts (repeatable): to tune a persona's own adapter",
+    )
+    parser.add_argument(
         "--model-dir", type=Path, help="base checkpoint; default: the provisioned default MoE"
     )
     parser.add_argument("--reference-dir", type=Path, help="fluency reference; default: the dense base")
@@ -336,6 +358,7 @@ def main(argv: list[str] | None = None) -> None:
         config=config,
         model_dir=model_dir,
         reference_dir=args.reference_dir or paths.dense_dir,
+        personas=args.persona,
     )
     print_summary({"rounds": [{k: r[k] for k in ("round", "mean_reward", "on_policy_pairs", "last_loss")}
                               for r in summary["rounds"]]})  # fmt: skip

@@ -214,24 +214,27 @@ def table(rows: dict[str, dict[str, dict]]) -> str:
 
 
 def load_stages(
-    backbone, registry, items: list[EvalItem], specs: list[str], persona_stage: str | None
+    backbone, registry, items: list[EvalItem], specs: list[str], persona_stages: list[str] = ()
 ) -> dict:
-    """label -> (item -> adapter name or None): the bare base, each NAME=PATH adapter, and with
-    `persona_stage`, each item's persona's own adapter."""
+    """label -> (item -> adapter name or None): the bare base, each NAME=PATH adapter, and for
+    each NAME[=DIR] of `persona_stages`, each item's persona's own adapter: DIR/<persona id>,
+    or without DIR the persona's registered (bundled) one."""
     stages = {"base": lambda item: None}
     for spec in specs:
         name, _, path = spec.partition("=")
         backbone.adapters.load(name, Path(path))
         stages[name] = lambda item, name=name: name
-    if persona_stage:
+    for spec in persona_stages:
+        stage, _, root = spec.partition("=")
         for pid in sorted({i.persona_id for i in items}):
-            folder = registry.adapter_dir(pid)
-            if folder is None:
+            folder = Path(root) / pid if root else registry.adapter_dir(pid)
+            if folder is None or not folder.is_dir():
                 raise ConfigError(
-                    f"persona {pid!r} has no adapter to evaluate; train one: companion persona train {pid}"
+                    f"persona {pid!r} has no adapter to evaluate at {folder or 'its persona folder'}; "
+                    f"train one: companion persona train {pid}"
                 )
-            backbone.adapters.load(f"persona-{pid}", folder)
-        stages[persona_stage] = lambda item: f"persona-{item.persona_id}"
+            backbone.adapters.load(f"{stage}-{pid}", folder)
+        stages[stage] = lambda item, stage=stage: f"{stage}-{item.persona_id}"
     return stages
 
 
@@ -243,8 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--adapter", action="append", default=[], help="NAME=PATH, one per training stage")
     parser.add_argument(
         "--persona-adapters",
-        metavar="NAME",
-        help="also a stage NAME where each reply comes from its persona's own adapter (the bundled ones)",
+        metavar="NAME[=DIR]",
+        action="append",
+        default=[],
+        help="also a stage NAME where each reply comes from its persona's own adapter: DIR/<persona id>, "
+        "or without DIR the bundled one",
     )
     parser.add_argument("--model", default="default")
     parser.add_argument(
