@@ -44,6 +44,19 @@ def test_the_persona_judge_tells_the_bundled_voices_apart_on_lines_it_never_saw(
     assert held["n"] >= 12 and held["pct"] > 100 / 3  # better than chance among three, on unseen lines
 
 
+def test_the_persona_judge_reads_a_refusal_template_with_its_verb_and_pronoun():
+    """The agreement slots ({is}, {it}) read as before they existed, so the judge, and every
+    persona column measured with it, stays the same."""
+    from persona_adapters import PersonaRegistry
+    from training.data.dialogues import load_bank
+    from training.evaluation.persona_judge import persona_lines
+
+    lines = persona_lines(PersonaRegistry.default().get("marlowe"), load_bank()["voices"]["marlowe"])
+    assert "I don't know what  is, pal. Try me on something in this town" in lines
+    assert "Never heard of it, pal. Sounds like something a con man would sell" in lines
+    assert not any("{" in line for line in lines)
+
+
 def test_the_support_judge_reads_comfort_on_replies_it_never_saw(minilm):
     from training.evaluation.support_judge import SupportJudge
 

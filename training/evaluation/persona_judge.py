@@ -31,8 +31,17 @@ def persona_lines(persona: Persona, voice: dict | None) -> list[str]:
     for kind, templates in (voice or {}).items():
         if kind != "address":
             address = voice.get("address", "")
-            lines += [_SLOT.sub("", t.replace("{address}", address)).strip(" ,.-?") for t in templates]
+            lines += [
+                _SLOT.sub("", fill_agreement(t.replace("{address}", address))).strip(" ,.-?")
+                for t in templates
+            ]
     return [line for line in lines if len(line.split()) >= 3]
+
+
+def fill_agreement(template: str) -> str:
+    """A refusal template's `{is}` and `{it}` as they read for a singular topic (the topic slot
+    itself is cut, as before these slots existed, so the judge's lines stay the same)."""
+    return template.replace("{is}", "is").replace("{it}", "it")
 
 
 class PersonaJudge:
