@@ -182,11 +182,15 @@ def fill_voice(template: str, voice: dict, **values: str) -> str:
     return text[0].upper() + text[1:]
 
 
+SINGULAR_TOPIC = {"is": "is", "it": "it"}  # a refusal template's agreement slots, filled
+PLURAL_TOPIC = {"is": "are", "it": "them"}
+
+
 def topic_agreement(topic: str) -> dict[str, str]:
     """The verb and pronoun a refused topic takes: "smartphones are / them", "the internet is / it"."""
     last = topic.split()[-1].lower()
     plural = " and " in topic or (last.endswith("s") and not last.endswith(("ss", "us", "is")))
-    return {"is": "are", "it": "them"} if plural else {"is": "is", "it": "it"}
+    return PLURAL_TOPIC if plural else SINGULAR_TOPIC
 
 
 # ---- step 2: draft -----------------------------------------------------------------------

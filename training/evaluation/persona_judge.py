@@ -17,6 +17,7 @@ import yaml
 from persona_adapters import Persona
 from training.classifiers.linear import train_softmax
 from training.common import EVAL_DATA
+from training.data.dialogues import SINGULAR_TOPIC
 from training.evaluation.quality import rate
 
 _SLOT = re.compile(r"\{[a-z_]+\}")
@@ -39,9 +40,11 @@ def persona_lines(persona: Persona, voice: dict | None) -> list[str]:
 
 
 def fill_agreement(template: str) -> str:
-    """A refusal template's `{is}` and `{it}` as they read for a singular topic (the topic slot
+    """A refusal template's agreement slots as they read for a singular topic (the topic slot
     itself is cut, as before these slots existed, so the judge's lines stay the same)."""
-    return template.replace("{is}", "is").replace("{it}", "it")
+    for slot, word in SINGULAR_TOPIC.items():
+        template = template.replace("{" + slot + "}", word)
+    return template
 
 
 class PersonaJudge:
