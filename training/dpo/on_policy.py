@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from companion.errors import ConfigError
+from companion.prompting import persona_system_prompt
 from companion.yaml_config import YamlConfig
 from training.common import (
     CONFIGS,
@@ -116,14 +117,12 @@ class Build:
         if missing:
             raise ConfigError(f"{data} was built for personas {built['personas']}, not {missing}.")
         personas = [registry.get(p) for p in only or built["personas"]]
-        openings = tuple(f"You are {p.name}." for p in personas)  # the system prompt's first words
+        theirs = {persona_system_prompt(p) for p in personas}  # a pair's prompt opens with its persona's
         heldout = set(built["heldout_facts"])
         return cls(
             personas=personas,
             facts=[f for f in load_bank()["facts"] if f["id"] not in heldout],
-            template_pairs=[
-                r for r in read_jsonl(data / "dpo.jsonl") if r["prompt"][0]["content"].startswith(openings)
-            ],
+            template_pairs=[r for r in read_jsonl(data / "dpo.jsonl") if r["prompt"][0]["content"] in theirs],
         )
 
 
