@@ -31,11 +31,10 @@ def dataclass_from_yaml(cls: type, path: str | Path) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of {cls.__name__} fields.")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    known = set(fields)
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - fields.keys())
     if unknown:
         raise ConfigError(
-            f"config file {path} has unknown keys {unknown}; {cls.__name__} takes {sorted(known)}."
+            f"config file {path} has unknown keys {unknown}; {cls.__name__} takes {sorted(fields)}."
         )
     for name, value in data.items():
         _check_type(path, name, value, fields[name].type)
