@@ -12,6 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from companion.errors import ConfigError
 from companion.reflection import Reflector
 from companion.reflection.guidance import second_person
 from persona_adapters import PersonaRegistry
@@ -309,6 +310,31 @@ def test_dpo_starts_from_the_sft_adapter_and_changes_only_it(built, sft_adapter,
     assert sft_weights.keys() == dpo_weights.keys()
     assert any(not torch.equal(sft_weights[k], dpo_weights[k]) for k in sft_weights)
     assert summary["pairs"] == len(rows)
+
+
+def test_an_sft_weight_adds_the_chosen_replies_nll_to_the_dpo_loss(
+    built, sft_adapter, tiny_checkpoint, tmp_path
+):
+    """At the first step the policy is its own reference, so plain DPO's loss is log 2; with
+    sft_weight the chosen replies' mean NLL (positive) comes on top, at that weight."""
+    out, _ = built
+    adapter, *_ = sft_adapter
+    rows = [json.loads(line) for line in (out / "dpo.jsonl").read_text().splitlines()][:4]
+    first = {}
+    for weight in (0.0, 1.0, 2.0):
+        settings = DPOTrainingConfig(
+            steps=1, batch_size=2, max_length=384, learning_rate=1e-3, sft_weight=weight
+        )
+        summary = train_dpo(
+            rows, adapter, tmp_path / f"dpo-{weight}", model_dir=tiny_checkpoint, settings=settings
+        )
+        first[weight] = summary["first_loss"]
+    assert first[0.0] == pytest.approx(0.6931, abs=0.02)  # LoRA dropout: not quite its own reference
+    nll = first[1.0] - first[0.0]
+    assert nll > 1.0  # a randomly initialised model's NLL on real text is several nats
+    assert first[2.0] - first[0.0] == pytest.approx(2 * nll, rel=1e-3)
+    with pytest.raises(ConfigError, match="sft_weight"):
+        DPOTrainingConfig(sft_weight=-0.5)
 
 
 def test_router_training_changes_only_routers_and_moves_experts_per_token(tokenizer):

@@ -11,14 +11,17 @@ Each round:
    the held-out facts of `--data`'s build stay unseen) - a new draw every round;
 2. samples `samples` replies per context from the current adapter (with `greedy`, the first
    of them decoded greedily, as the evaluation decodes, so that the policy's most likely
-   reply - where loops show - is ranked too), all at once through
+   reply - where loops show - is ranked too; with `loop_probe`, one more greedy reply
+   without the repetition penalty, the mode where a policy's loops are most often seen),
+   all at once through
    the `llamacpp` engine (continuous batching; the adapter is converted to GGUF once per
    round) or, with `engine: hf`, batched transformers generation;
 3. scores every reply (`training.dpo.rewards`: post-check flags, grounding, support,
    persona voice, repetition, fluency under the frozen dense base model);
 4. pairs each context's best reply with its worst where the rewards differ by at least
    `min_gap`, and mixes in template pairs from `--data` as `template_share` of the set;
-5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference.
+5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference
+   (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO).
 
 Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
 its reward parts), pairs.jsonl, round_summary.json (the round's figures) and training_summary.json;
@@ -76,12 +79,14 @@ class OnPolicyConfig(YamlConfig):
     template_share: float = 0.2
     engine: str = "llamacpp"
     greedy: bool = False
+    loop_probe: bool = False
     fluency_weight: float = RewardWeights.fluency
     repetition_weight: float = RewardWeights.repetition
     steps: int = 32
     batch_size: int = 2
     learning_rate: float = 5e-5
     beta: float = 0.1
+    sft_weight: float = 0.0
     max_length: int = 640
     seed: int = 0
 
@@ -91,6 +96,7 @@ class OnPolicyConfig(YamlConfig):
         check(self.engine in ENGINES, f"engine is {self.engine!r}; expected one of {', '.join(ENGINES)}.")
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
+        check(self.sft_weight >= 0, f"sft_weight is {self.sft_weight}; expected >= 0 (0 is plain DPO).")
         check(self.fluency_weight >= 0 and self.repetition_weight >= 0,
               f"fluency_weight {self.fluency_weight} and repetition_weight {self.repetition_weight}; expected >= 0.")  # fmt: skip
 
@@ -137,8 +143,9 @@ def sample_replies(
     config: OnPolicyConfig, model_dir: Path, adapter: Path, prompts: list[list[dict]], seed: int
 ) -> list[list[str]]:
     """`config.samples` replies to each prompt from the base model with `adapter` active
-    (with `config.greedy`, each prompt's first reply is the greedy one)."""
-    n = config.samples
+    (with `config.greedy`, each prompt's first reply is the greedy one; with
+    `config.loop_probe`, one more, greedy without a repetition penalty, comes last)."""
+    n = config.samples + config.loop_probe
     params = [sampling_params(config, i % n, seed + i) for i in range(len(prompts) * n)]
     flat = [p for p in prompts for _ in range(n)]
     if config.engine == "llamacpp":
@@ -152,6 +159,8 @@ def sampling_params(config: OnPolicyConfig, index: int, seed: int):
     """How a context's `index`-th reply is decoded."""
     from companion.backbone import GenerationParams
 
+    if config.loop_probe and index == config.samples:
+        return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0.0, repetition_penalty=1.0)
     greedy = config.greedy and index == 0
     return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0.0 if greedy else config.temperature,
                             top_p=config.top_p, seed=seed)  # fmt: skip
@@ -187,8 +196,10 @@ def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) 
     try:
         backbone.adapters.load("policy", adapter)
         replies: list[str] = [""] * len(prompts)
-        for greedy in (True, False):  # a batch shares its decoding settings
-            group = [i for i, q in enumerate(params) if (q.temperature == 0) == greedy]
+        # a batch shares its decoding settings: greedy or sampled, and the repetition penalty
+        kinds = sorted({(q.temperature == 0, q.repetition_penalty) for q in params})
+        for kind in kinds:
+            group = [i for i, q in enumerate(params) if (q.temperature == 0, q.repetition_penalty) == kind]
             for start in range(0, len(group), batch):
                 chunk = group[start : start + batch]
                 done = backbone.generate_batch([prompts[i] for i in chunk], adapters=["policy"] * len(chunk),

@@ -44,12 +44,22 @@ class DPOTrainingConfig(YamlConfig):
     batch_size: int = 2
     learning_rate: float = 5e-5
     beta: float = 0.1
+    sft_weight: float = 0.0
     max_length: int = 640
     seed: int = 0
 
     def __post_init__(self) -> None:
         check_counts(self, "steps", "batch_size")
         check(self.beta > 0, f"beta is {self.beta}; expected > 0 (0.1 is usual).")
+        check(self.sft_weight >= 0, f"sft_weight is {self.sft_weight}; expected >= 0 (0 is plain DPO).")
+
+    def losses(self) -> dict:
+        """TRL's loss settings: the DPO loss, plus with `sft_weight` the chosen replies'
+        mean per-token NLL at that weight (RPO), which keeps DPO from pushing the chosen
+        replies' likelihood down along with the rejected ones'."""
+        if not self.sft_weight:
+            return {"loss_type": ["sigmoid"]}
+        return {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, self.sft_weight]}
 
 
 def load_pairs(data: Path) -> list[dict]:
@@ -92,6 +102,7 @@ def train_dpo(
             learning_rate=settings.learning_rate,
             lr_scheduler_type="constant",
             beta=settings.beta,
+            **settings.losses(),
             max_length=settings.max_length,
             logging_steps=max(1, settings.steps // 10),
             save_strategy="no",
