@@ -83,6 +83,22 @@ def test_pairs_take_the_best_and_the_worst_and_skip_close_calls():
     assert rows[0]["prompt"] == contexts[0].messages(REGISTRY.get(contexts[0].persona_id))
 
 
+def test_loop_pairs_also_reject_a_looping_reply_that_was_not_the_worst():
+    contexts = sample_dialogues(PERSONAS, load_bank(), n=1, seed=3)
+    replies = [ScoredReply("A plain good reply.", 2.0, {}, []),
+               ScoredReply("You're not here. You're not here. You're not here.", 0.5, {}, []),
+               ScoredReply("Close to the best, and looping: yes yes yes yes yes.", 1.5, {}, []),
+               ScoredReply("The worst reply.", -1.0, {}, [])]  # fmt: skip
+    rejected = {
+        loop: [
+            r["rejected"][0]["content"] for r in best_worst_pairs(contexts, [replies], REGISTRY, 1.0, loop)
+        ]
+        for loop in (False, True)
+    }
+    assert rejected[False] == ["The worst reply."]
+    assert rejected[True] == ["The worst reply.", "You're not here. You're not here. You're not here."]
+
+
 def test_template_pairs_make_up_the_asked_share():
     pairs, templates = [{"k": "p"}] * 8, [{"k": f"t{i}"} for i in range(50)]
     mixed = with_template_share(pairs, templates, 0.2, random.Random(0))

@@ -19,7 +19,8 @@ Each round:
 3. scores every reply (`training.dpo.rewards`: post-check flags, grounding, support,
    persona voice, repetition, fluency under the frozen dense base model);
 4. pairs each context's best reply with its worst where the rewards differ by at least
-   `min_gap`, and mixes in template pairs from `--data` as `template_share` of the set;
+   `min_gap` (with `loop_pairs`, also with each reply that loops), and mixes in template
+   pairs from `--data` as `template_share` of the set;
 5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference
    (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO).
 
@@ -61,6 +62,7 @@ from training.data.dialogues import (
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.dpo.train import DPOTrainingConfig, train_dpo
+from training.evaluation.quality import repetition
 from training.sft.lora import fresh_adapter
 
 CONFIG = CONFIGS / "on_policy.yaml"
@@ -80,6 +82,7 @@ class OnPolicyConfig(YamlConfig):
     engine: str = "llamacpp"
     greedy: bool = False
     loop_probe: bool = False
+    loop_pairs: bool = False
     fluency_weight: float = RewardWeights.fluency
     repetition_weight: float = RewardWeights.repetition
     steps: int = 32
@@ -212,16 +215,24 @@ def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) 
 
 
 def best_worst_pairs(
-    contexts: list[DialogueSample], scored: list[list[ScoredReply]], registry, min_gap: float
+    contexts: list[DialogueSample],
+    scored: list[list[ScoredReply]],
+    registry,
+    min_gap: float,
+    loop_pairs: bool = False,
 ) -> list[dict]:
-    """One DPO row per context whose best and worst replies differ by at least `min_gap`."""
+    """One DPO row per context whose best and worst replies differ by at least `min_gap`; with
+    `loop_pairs`, also one against each other reply that repeats itself (repeated 3-grams) and
+    falls that far below the best, so that loops are rejected even where a worse reply was."""
     rows = []
     for sample, replies in zip(contexts, scored, strict=True):
         ranked = sorted(replies, key=lambda s: s.reward, reverse=True)
         best, worst = ranked[0], ranked[-1]
-        if best.reply and best.reply != worst.reply and best.reward - worst.reward >= min_gap:
-            sample.reply = best.reply
-            rows.append(dpo_row(sample, registry.get(sample.persona_id), worst.reply))
+        rejected = [worst] + [s for s in ranked[1:-1] if loop_pairs and repetition(s.reply) > 0]
+        for other in rejected:
+            if best.reply and best.reply != other.reply and best.reward - other.reward >= min_gap:
+                sample.reply = best.reply
+                rows.append(dpo_row(sample, registry.get(sample.persona_id), other.reply))
     return rows
 
 
@@ -255,7 +266,7 @@ def run_round(
     started = time.perf_counter()
     scored = [scorer.score(c, registry.get(c.persona_id), r) for c, r in zip(contexts, replies, strict=True)]
     scoring_s = time.perf_counter() - started
-    pairs = best_worst_pairs(contexts, scored, registry, config.min_gap)
+    pairs = best_worst_pairs(contexts, scored, registry, config.min_gap, config.loop_pairs)
     if not pairs:
         raise ConfigError(
             f"round {round_no}: no context's replies differed by min_gap {config.min_gap}; "
