@@ -198,10 +198,12 @@ def test_a_loop_probe_adds_a_last_greedy_reply_without_the_repetition_penalty(ti
 
 
 def test_the_configs_reward_weights_reach_the_scorer():
-    weights = OnPolicyConfig(fluency_weight=1.5, repetition_weight=5.0).weights()
-    assert (weights.fluency, weights.repetition) == (1.5, 5.0)
+    weights = OnPolicyConfig(fluency_weight=1.5, repetition_weight=5.0, persona_weight=1.0).weights()
+    assert (weights.fluency, weights.repetition, weights.persona) == (1.5, 5.0, 1.0)
     with pytest.raises(ConfigError, match="fluency_weight"):
         OnPolicyConfig(fluency_weight=-1.0)
+    with pytest.raises(ConfigError, match="persona_weight"):
+        OnPolicyConfig(persona_weight=-1.0)
 
 
 def test_a_fresh_adapter_starts_exactly_at_the_base_model(tiny_checkpoint, tmp_path):

@@ -85,6 +85,7 @@ class OnPolicyConfig(YamlConfig):
     loop_pairs: bool = False
     fluency_weight: float = RewardWeights.fluency
     repetition_weight: float = RewardWeights.repetition
+    persona_weight: float = RewardWeights.persona
     steps: int = 32
     batch_size: int = 2
     learning_rate: float = 5e-5
@@ -100,11 +101,13 @@ class OnPolicyConfig(YamlConfig):
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
         check(self.sft_weight >= 0, f"sft_weight is {self.sft_weight}; expected >= 0 (0 is plain DPO).")
-        check(self.fluency_weight >= 0 and self.repetition_weight >= 0,
-              f"fluency_weight {self.fluency_weight} and repetition_weight {self.repetition_weight}; expected >= 0.")  # fmt: skip
+        for name in ("fluency_weight", "repetition_weight", "persona_weight"):
+            check(getattr(self, name) >= 0, f"{name} is {getattr(self, name)}; expected >= 0.")
 
     def weights(self) -> RewardWeights:
-        return RewardWeights(fluency=self.fluency_weight, repetition=self.repetition_weight)
+        return RewardWeights(
+            fluency=self.fluency_weight, repetition=self.repetition_weight, persona=self.persona_weight
+        )
 
 
 @dataclass(frozen=True)
