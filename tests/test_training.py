@@ -385,9 +385,13 @@ def test_the_whole_training_chain_runs_in_smoke_mode(tmp_path, subprocess_env, d
         assert 0 <= heldout["distinct_2"] <= 1
     for stage in ("sft", "dpo/round1", "dpo/round2"):
         assert (tmp_path / stage / "adapter_model.safetensors").is_file()
-    rounds = json.loads((tmp_path / "dpo" / "summary.json").read_text())["rounds"]
+    summary = json.loads((tmp_path / "dpo" / "summary.json").read_text())
+    rounds, settings = summary["rounds"], summary["settings"]
     assert [r["from"] for r in rounds] == [str(tmp_path / "sft"), str(tmp_path / "dpo" / "round1")]
-    assert all(r["on_policy_pairs"] >= 1 and r["replies"] == 8 for r in rounds)
+    per_context = settings["samples"] + settings["loop_probe"]  # the loop probe is one reply more
+    assert all(
+        r["on_policy_pairs"] >= 1 and r["replies"] == settings["contexts"] * per_context for r in rounds
+    )
 
 
 @pytest.mark.slow
