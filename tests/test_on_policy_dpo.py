@@ -147,16 +147,13 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
             "on_policy_pairs"]  # fmt: skip
 
 
-def test_with_greedy_a_contexts_first_reply_is_the_greedy_one_and_the_rest_are_sampled(
-    tiny_checkpoint, tmp_path
-):
+def _sampled_and_greedy(config, tiny_checkpoint, tmp_path, penalties) -> tuple[list[str], dict[float, str]]:
+    """One context's replies from `sample_replies`, and the same adapter's greedy reply to it
+    decoded on its own at each repetition penalty in `penalties`."""
     import asyncio
 
     from companion.backbone import GenerationParams
 
-    config = OnPolicyConfig(samples=3, max_new_tokens=8, engine="hf", greedy=True, temperature=1.5)
-    assert [sampling_params(config, i, seed=9).temperature for i in range(3)] == [0.0, 1.5, 1.5]
-    assert sampling_params(OnPolicyConfig(), 0, seed=9).temperature == OnPolicyConfig().temperature
     adapter = fresh_adapter(tiny_checkpoint, tmp_path / "adapter")
     context = sample_dialogues(PERSONAS, load_bank(), n=1, seed=5)[0]
     prompt = context.messages(REGISTRY.get(context.persona_id))
@@ -164,37 +161,38 @@ def test_with_greedy_a_contexts_first_reply_is_the_greedy_one_and_the_rest_are_s
     backbone = HFBackbone.from_config(BackboneConfig(model=str(tiny_checkpoint)))
     try:
         backbone.adapters.load("policy", adapter)
-        greedy = asyncio.run(backbone.generate(prompt, adapter="policy",
-                                               params=GenerationParams(max_new_tokens=8, temperature=0.0)))  # fmt: skip
+        greedy = {
+            penalty: asyncio.run(backbone.generate(prompt, adapter="policy", params=GenerationParams(
+                max_new_tokens=config.max_new_tokens, temperature=0.0, repetition_penalty=penalty))).strip()
+            for penalty in penalties
+        }  # fmt: skip
     finally:
         backbone.close()
-    assert len(replies) == 3 and replies[0] == greedy.strip()
+    return replies, greedy
+
+
+def test_with_greedy_a_contexts_first_reply_is_the_greedy_one_and_the_rest_are_sampled(
+    tiny_checkpoint, tmp_path
+):
+    from companion.backbone import GenerationParams
+
+    config = OnPolicyConfig(samples=3, max_new_tokens=8, engine="hf", greedy=True, temperature=1.5)
+    assert [sampling_params(config, i, seed=9).temperature for i in range(3)] == [0.0, 1.5, 1.5]
+    assert sampling_params(OnPolicyConfig(), 0, seed=9).temperature == OnPolicyConfig().temperature
+    served = GenerationParams().repetition_penalty
+    replies, greedy = _sampled_and_greedy(config, tiny_checkpoint, tmp_path, [served])
+    assert len(replies) == 3 and replies[0] == greedy[served]
 
 
 def test_a_loop_probe_adds_a_last_greedy_reply_without_the_repetition_penalty(tiny_checkpoint, tmp_path):
-    import asyncio
-
     from companion.backbone import GenerationParams
 
     config = OnPolicyConfig(samples=2, max_new_tokens=8, engine="hf", greedy=True, loop_probe=True)
     probe = sampling_params(config, 2, seed=9)
     assert (probe.temperature, probe.repetition_penalty) == (0.0, 1.0)
     assert sampling_params(config, 0, seed=9).repetition_penalty == GenerationParams().repetition_penalty
-    adapter = fresh_adapter(tiny_checkpoint, tmp_path / "adapter")
-    context = sample_dialogues(PERSONAS, load_bank(), n=1, seed=5)[0]
-    prompt = context.messages(REGISTRY.get(context.persona_id))
-    (replies,) = sample_replies(config, tiny_checkpoint, adapter, [prompt], seed=1)
-    backbone = HFBackbone.from_config(BackboneConfig(model=str(tiny_checkpoint)))
-    try:
-        backbone.adapters.load("policy", adapter)
-        decode = {
-            penalty: asyncio.run(backbone.generate(prompt, adapter="policy", params=GenerationParams(
-                max_new_tokens=8, temperature=0.0, repetition_penalty=penalty))).strip()
-            for penalty in (1.0, 1.1)
-        }  # fmt: skip
-    finally:
-        backbone.close()
-    assert len(replies) == 3 and replies[0] == decode[1.1] and replies[2] == decode[1.0]
+    replies, greedy = _sampled_and_greedy(config, tiny_checkpoint, tmp_path, [1.0, 1.1])
+    assert len(replies) == 3 and replies[0] == greedy[1.1] and replies[2] == greedy[1.0]
 
 
 def test_the_configs_reward_weights_reach_the_scorer():

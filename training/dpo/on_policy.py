@@ -100,8 +100,7 @@ class OnPolicyConfig(YamlConfig):
         check(self.engine in ENGINES, f"engine is {self.engine!r}; expected one of {', '.join(ENGINES)}.")
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
-        check(self.sft_weight >= 0, f"sft_weight is {self.sft_weight}; expected >= 0 (0 is plain DPO).")
-        for name in ("fluency_weight", "repetition_weight", "persona_weight"):
+        for name in ("fluency_weight", "repetition_weight", "persona_weight", "sft_weight"):
             check(getattr(self, name) >= 0, f"{name} is {getattr(self, name)}; expected >= 0.")
 
     def weights(self) -> RewardWeights:
@@ -202,10 +201,12 @@ def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) 
     try:
         backbone.adapters.load("policy", adapter)
         replies: list[str] = [""] * len(prompts)
-        # a batch shares its decoding settings: greedy or sampled, and the repetition penalty
-        kinds = sorted({(q.temperature == 0, q.repetition_penalty) for q in params})
-        for kind in kinds:
-            group = [i for i, q in enumerate(params) if (q.temperature == 0, q.repetition_penalty) == kind]
+
+        def kind(q) -> tuple[bool, float]:  # a batch shares its decoding settings
+            return q.temperature == 0, q.repetition_penalty
+
+        for shared in sorted({kind(q) for q in params}):
+            group = [i for i, q in enumerate(params) if kind(q) == shared]
             for start in range(0, len(group), batch):
                 chunk = group[start : start + batch]
                 done = backbone.generate_batch([prompts[i] for i in chunk], adapters=["policy"] * len(chunk),
