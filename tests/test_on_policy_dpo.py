@@ -28,6 +28,7 @@ from training.dpo.on_policy import (
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.evaluation.persona_judge import PersonaJudge
+from training.evaluation.quality import repetition
 from training.evaluation.support_judge import SupportJudge
 from training.sft.lora import LoraSFTConfig, fresh_adapter, train_lora_sft
 
@@ -129,7 +130,7 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
     train_lora_sft(read_jsonl(data / "sft.jsonl"), sft, model_dir=tiny_checkpoint,
                    config=LoraSFTConfig(steps=1, batch_size=2, max_length=384))  # fmt: skip
     config = OnPolicyConfig(rounds=2, contexts=4, samples=2, max_new_tokens=8, min_gap=0.0, engine="hf", steps=1,
-                            batch_size=1, max_length=384, learning_rate=1e-2)  # fmt: skip
+                            batch_size=1, max_length=384, learning_rate=1e-2, unlikelihood_steps=1)  # fmt: skip
     out = tmp_path / "dpo"
     summary = train_on_policy(data, sft, out, config=config, model_dir=tiny_checkpoint,
                               reference_dir=tiny_checkpoint)  # fmt: skip
@@ -143,8 +144,11 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
         best = {max(s["replies"], key=lambda r: r["reward"])["reply"] for s in samples}
         pairs = read_jsonl(round_dir / "pairs.jsonl")
         on_policy = [p for p in pairs if p["chosen"][0]["content"] in best]
-        assert on_policy and len(on_policy) == json.loads((round_dir / "round_summary.json").read_text())[
-            "on_policy_pairs"]  # fmt: skip
+        figures = json.loads((round_dir / "round_summary.json").read_text())
+        assert on_policy and len(on_policy) == figures["on_policy_pairs"]
+        loops = [r for s in samples for r in s["replies"] if repetition(r["reply"]) > 0]
+        assert figures["looping_replies"] == len(loops)  # each of them unlearned after DPO, if any
+        assert (figures["unlikelihood"] or {"loops": 0})["loops"] == len(loops)
 
 
 def _sampled_and_greedy(config, tiny_checkpoint, tmp_path, penalties) -> tuple[list[str], dict[float, str]]:

@@ -22,7 +22,10 @@ Each round:
    `min_gap` (with `loop_pairs`, also with each reply that loops), and mixes in template
    pairs from `--data` as `template_share` of the set;
 5. trains DPO (TRL) from the current adapter, which is also the round's frozen reference
-   (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO).
+   (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO);
+6. with `unlikelihood_steps`, then unlearns the round's own loops token by token
+   (`training.dpo.unlikelihood`: every reply that repeats a 3-gram, beside its context's
+   best reply).
 
 Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
 its reward parts), pairs.jsonl, round_summary.json (the round's figures) and training_summary.json;
@@ -62,6 +65,7 @@ from training.data.dialogues import (
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.dpo.train import DPOTrainingConfig, train_dpo
+from training.dpo.unlikelihood import UnlikelihoodConfig, train_unlikelihood
 from training.evaluation.quality import repetition
 from training.sft.lora import fresh_adapter
 
@@ -91,6 +95,7 @@ class OnPolicyConfig(YamlConfig):
     learning_rate: float = 5e-5
     beta: float = 0.1
     sft_weight: float = 0.0
+    unlikelihood_steps: int = 0
     max_length: int = 640
     seed: int = 0
 
@@ -100,6 +105,10 @@ class OnPolicyConfig(YamlConfig):
         check(self.engine in ENGINES, f"engine is {self.engine!r}; expected one of {', '.join(ENGINES)}.")
         check(0 <= self.template_share < 1, f"template_share is {self.template_share}; expected [0, 1).")
         check(self.min_gap >= 0, f"min_gap is {self.min_gap}; expected >= 0.")
+        check(
+            self.unlikelihood_steps >= 0,
+            f"unlikelihood_steps is {self.unlikelihood_steps}; expected >= 0 (0 = off).",
+        )
         for name in ("fluency_weight", "repetition_weight", "persona_weight", "sft_weight"):
             check(getattr(self, name) >= 0, f"{name} is {getattr(self, name)}; expected >= 0.")
 
@@ -240,6 +249,20 @@ def best_worst_pairs(
     return rows
 
 
+def loop_rows(contexts: list[DialogueSample], scored: list[list[ScoredReply]], registry) -> list[dict]:
+    """The unlikelihood pass's rows: each reply that repeats a 3-gram, with its context's
+    best reply as the anchor where the best one does not repeat itself."""
+    rows = []
+    for sample, replies in zip(contexts, scored, strict=True):
+        best = max(replies, key=lambda s: s.reward)
+        anchor = best.reply if repetition(best.reply) == 0 else None
+        prompt = sample.messages(registry.get(sample.persona_id))
+        rows += [
+            {"prompt": prompt, "reply": s.reply, "anchor": anchor} for s in replies if repetition(s.reply) > 0
+        ]
+    return rows
+
+
 def with_template_share(
     pairs: list[dict], templates: list[dict], share: float, rng: random.Random
 ) -> list[dict]:
@@ -288,6 +311,11 @@ def run_round(
     trained = train_dpo(
         rows, adapter, target, model_dir=model_dir, settings=settings_for(DPOTrainingConfig, config)
     )
+    loops = loop_rows(contexts, scored, registry)
+    unlearned = None
+    if config.unlikelihood_steps and loops:
+        settings = settings_for(UnlikelihoodConfig, config, steps=config.unlikelihood_steps)
+        unlearned = train_unlikelihood(loops, target, target, model_dir=model_dir, settings=settings)
     rewards = [s.reward for ss in scored for s in ss]
     n_words = sum(len(s.reply.split()) for ss in scored for s in ss)
     figures = {
@@ -306,6 +334,9 @@ def run_round(
         "training_s": trained["seconds"],
         "first_loss": trained["first_loss"],
         "last_loss": trained["last_loss"],
+        "looping_replies": len(loops),
+        "unlikelihood": unlearned
+        and {k: unlearned[k] for k in ("loops", "seconds", "repeat_p_before", "repeat_p_after")},
     }
     write_json(target / "round_summary.json", figures)
     return target, figures
