@@ -21,12 +21,11 @@ from training.dpo.on_policy import (
     OnPolicyConfig,
     best_worst_pairs,
     round_contexts,
-    sample_replies,
-    sampling_params,
     train_on_policy,
     with_template_share,
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
+from training.dpo.sampling import sample_replies, sampling_params
 from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.quality import repetition
 from training.evaluation.support_judge import SupportJudge

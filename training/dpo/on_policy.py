@@ -15,7 +15,7 @@ Each round:
    without the repetition penalty, the mode where a policy's loops are most often seen),
    all at once through
    the `llamacpp` engine (continuous batching; the adapter is converted to GGUF once per
-   round) or, with `engine: hf`, batched transformers generation;
+   round) or, with `engine: hf`, batched transformers generation (`training.dpo.sampling`);
 3. scores every reply (`training.dpo.rewards`: post-check flags, grounding, support,
    persona voice, repetition, fluency under the frozen dense base model);
 4. pairs each context's best reply with its worst where the rewards differ by at least
@@ -34,7 +34,6 @@ its reward parts), pairs.jsonl, round_summary.json (the round's figures) and tra
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import time
@@ -64,6 +63,7 @@ from training.data.dialogues import (
     write_jsonl,
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
+from training.dpo.sampling import sample_replies
 from training.dpo.train import DPOTrainingConfig, train_dpo
 from training.dpo.unlikelihood import UnlikelihoodConfig, train_unlikelihood
 from training.evaluation.quality import repetition
@@ -151,80 +151,6 @@ def round_contexts(build: Build, config: OnPolicyConfig, round_no: int) -> list[
     return sample_dialogues(
         build.personas, load_bank(), n=config.contexts, seed=config.seed + 7919 * round_no, facts=build.facts
     )
-
-
-def sample_replies(
-    config: OnPolicyConfig, model_dir: Path, adapter: Path, prompts: list[list[dict]], seed: int
-) -> list[list[str]]:
-    """`config.samples` replies to each prompt from the base model with `adapter` active
-    (with `config.greedy`, each prompt's first reply is the greedy one; with
-    `config.loop_probe`, one more, greedy without a repetition penalty, comes last)."""
-    n = config.samples + config.loop_probe
-    params = [sampling_params(config, i % n, seed + i) for i in range(len(prompts) * n)]
-    flat = [p for p in prompts for _ in range(n)]
-    if config.engine == "llamacpp":
-        replies = _sample_llamacpp(model_dir, adapter, flat, params)
-    else:
-        replies = _sample_hf(model_dir, adapter, flat, params)
-    return [[r.strip() for r in replies[i * n : (i + 1) * n]] for i in range(len(prompts))]
-
-
-def sampling_params(config: OnPolicyConfig, index: int, seed: int):
-    """How a context's `index`-th reply is decoded."""
-    from companion.backbone import GenerationParams
-
-    if config.loop_probe and index == config.samples:
-        return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0.0, repetition_penalty=1.0)
-    greedy = config.greedy and index == 0
-    return GenerationParams(max_new_tokens=config.max_new_tokens, temperature=0.0 if greedy else config.temperature,
-                            top_p=config.top_p, seed=seed)  # fmt: skip
-
-
-def _sample_llamacpp(model_dir: Path, adapter: Path, prompts, params) -> list[str]:
-    from companion.backbone.llamacpp_config import LlamaCppConfig
-    from companion.backbone.llamacpp_engine import LlamaCppEngine
-
-    engine = LlamaCppEngine.from_config(
-        LlamaCppConfig(n_lanes=1, n_slots_per_lane=16, n_ctx_per_slot=1024, base_checkpoint=str(model_dir))
-    )
-    try:
-        engine.adapters.load("policy", adapter)
-
-        async def every() -> list[str]:
-            return await asyncio.gather(
-                *(
-                    engine.generate(p, adapter="policy", params=q)
-                    for p, q in zip(prompts, params, strict=True)
-                )
-            )
-
-        return asyncio.run(every())
-    finally:
-        engine.close()
-
-
-def _sample_hf(model_dir: Path, adapter: Path, prompts, params, batch: int = 8) -> list[str]:
-    from companion.backbone import BackboneConfig, HFBackbone
-
-    backbone = HFBackbone.from_config(BackboneConfig(model=str(model_dir)))
-    try:
-        backbone.adapters.load("policy", adapter)
-        replies: list[str] = [""] * len(prompts)
-
-        def kind(q) -> tuple[bool, float]:  # a batch shares its decoding settings
-            return q.temperature == 0, q.repetition_penalty
-
-        for shared in sorted({kind(q) for q in params}):
-            group = [i for i, q in enumerate(params) if kind(q) == shared]
-            for start in range(0, len(group), batch):
-                chunk = group[start : start + batch]
-                done = backbone.generate_batch([prompts[i] for i in chunk], adapters=["policy"] * len(chunk),
-                                               params=params[chunk[0]])  # fmt: skip
-                for i, reply in zip(chunk, done, strict=True):
-                    replies[i] = reply
-        return replies
-    finally:
-        backbone.close()
 
 
 def best_worst_pairs(
