@@ -176,3 +176,31 @@ def test_a_reply_ends_at_any_control_token_not_only_end_of_turn(engine):
         (token,) = vocab.tokenize(text)
         assert vocab.is_end(token), text
     assert not any(vocab.is_end(t) for t in vocab.tokenize("Hello there, user"))
+
+
+def test_a_fresh_engines_first_reply_through_an_adapter_does_not_crash(
+    default_paths, registry, subprocess_env
+):
+    """On CPUs with AMX, llama.cpp's extra buffer types crashed the LoRA path (a segfault at the
+    first reply, as the on-policy sampler makes it); the engine loads without them. In a child
+    process, so that a crash is a failed test, not a dead test run."""
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio
+from pathlib import Path
+from companion.backbone import GenerationParams
+from companion.backbone.llamacpp_config import LlamaCppConfig
+from companion.backbone.llamacpp_engine import LlamaCppEngine
+engine = LlamaCppEngine.from_config(LlamaCppConfig(n_lanes=1, n_slots_per_lane=2, n_ctx_per_slot=512,
+                                                   base_checkpoint={str(default_paths.moe_dir)!r}))
+engine.adapters.load("mira", Path({str(registry.adapter_dir("mira"))!r}))
+params = GenerationParams(max_new_tokens=8, temperature=0.0)
+print(asyncio.run(engine.generate([{{"role": "user", "content": "Hello, who are you?"}}], adapter="mira", params=params)))
+engine.close()
+"""
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip()

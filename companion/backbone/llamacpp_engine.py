@@ -65,7 +65,11 @@ class LlamaCppEngine:
         self.config = config
         self.source = str(model_path)
         ll.llama_backend_init()
-        self._model = ll.llama_model_load_from_file(str(model_path).encode(), ll.llama_model_default_params())
+        params = ll.llama_model_default_params()
+        # llama.cpp's extra CPU buffer types (AMX, weight repacking) crash its LoRA path on CPUs
+        # with AMX (llama.cpp #11115, #20824: a segfault at the first reply with an adapter)
+        params.use_extra_bufts = False
+        self._model = ll.llama_model_load_from_file(str(model_path).encode(), params)
         if not self._model:
             raise ModelLoadFailedError(
                 f"llama.cpp could not load {model_path}; is it a GGUF file of a supported architecture? "
