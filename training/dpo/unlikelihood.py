@@ -93,11 +93,12 @@ def train_unlikelihood(
         model, tokenizer = load_model(model_dir)
     else:
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    encoded, kept = [], []
+    encoded, marks, kept = [], [], []  # a looping reply, its repeated tokens, its anchor
     for r in rows:
         ids, start = _encode(tokenizer, r["prompt"], r["reply"], settings.max_length)
-        if repeated_positions(ids[start:], settings.n):
+        if repeated := repeated_positions(ids[start:], settings.n):
             encoded.append((ids, start))
+            marks.append(repeated)
             kept.append(
                 _encode(tokenizer, r["prompt"], r["anchor"], settings.max_length) if r.get("anchor") else None
             )
@@ -110,8 +111,6 @@ def train_unlikelihood(
     optimizer = torch.optim.AdamW(
         [p for p in policy.parameters() if p.requires_grad], lr=settings.learning_rate
     )
-
-    marks = [repeated_positions(ids[start:], settings.n) for ids, start in encoded]
 
     def repeat_probability() -> float:  # the mean probability of a repeated token
         with torch.no_grad():
