@@ -238,3 +238,30 @@ def test_the_from_base_config_differs_from_the_sft_start_only_in_its_learning_ra
     from_base = asdict(OnPolicyConfig.from_file(CONFIGS / "on_policy_from_base.yaml"))
     changed = {k for k in sft_start if sft_start[k] != from_base[k]}
     assert changed == {"learning_rate"} and from_base["learning_rate"] > sft_start["learning_rate"]
+
+
+def test_llamacpp_sampling_runs_in_a_child_process_and_matches_the_engine_here(default_paths):
+    """The llamacpp sampler decodes in a fresh child process (libgomp, see training.dpo.sampling):
+    seeded replies through the bundled Mira adapter equal the same engine's in this process."""
+    from training.dpo import sampling
+
+    config = OnPolicyConfig(samples=2, max_new_tokens=12, engine="llamacpp", greedy=True)
+    prompt = [{"role": "user", "content": "Hello, who are you?"}]
+    params = [sampling_params(config, i, seed=3 + i) for i in range(2)]
+    adapter = REGISTRY.adapter_dir("mira")
+    child = sampling._sample_llamacpp(default_paths.moe_dir, adapter, [prompt, prompt], params)
+    here = sampling._sample_llamacpp_here(default_paths.moe_dir, adapter, [prompt, prompt], params)
+    assert child == here and all(r.strip() for r in child)
+    assert child[0] != child[1]  # greedy, then sampled at temperature 0.9
+
+
+def test_llamacpp_sampling_reports_the_childs_error(default_paths, tiny_checkpoint, tmp_path):
+    """An adapter of another model (the tiny one) fails in the child; the error comes back as raised."""
+    from companion.errors import AdapterError
+    from training.dpo import sampling
+
+    adapter = fresh_adapter(tiny_checkpoint, tmp_path / "adapter")
+    prompt = [{"role": "user", "content": "Hello"}]
+    params = [sampling_params(OnPolicyConfig(), 0, seed=1)]
+    with pytest.raises(AdapterError, match="could not convert adapter"):
+        sampling._sample_llamacpp(default_paths.moe_dir, adapter, [prompt], params)
