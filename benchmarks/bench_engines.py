@@ -59,14 +59,27 @@ def bench_engine(engine, reps: int) -> tuple[float, float]:
     return statistics.median(ttfts), statistics.median(rates)
 
 
-def bench_raw(gguf: Path, template_engine: LlamaCppEngine, reps: int, threads: int) -> tuple[float, float]:
+def bench_raw(gguf: Path, prompts: list[list[int]], threads: int) -> tuple[float, float]:
+    """Each of `prompts` (token ids, rendered by the engine) through llama-cpp-python's `Llama`."""
+    import llama_cpp.llama_cpp as ll
     from llama_cpp import Llama
 
-    llm = Llama(model_path=str(gguf), n_ctx=1024, n_batch=512, n_threads=threads, verbose=False)
+    # load as the engine does, without extra CPU buffer types (they crash on CPUs with AMX)
+    default_params = ll.llama_model_default_params
+
+    def engine_params():
+        params = default_params()
+        params.use_extra_bufts = False
+        return params
+
+    ll.llama_model_default_params = engine_params
+    try:
+        llm = Llama(model_path=str(gguf), n_ctx=1024, n_batch=512, n_threads=threads, verbose=False)
+    finally:
+        ll.llama_model_default_params = default_params
     eos = llm.token_eos()
     ttfts, rates = [], []
-    for rep in range(reps):
-        tokens = template_engine.render_prompt(prompt(100 + rep), max_new_tokens=N_NEW)
+    for tokens in prompts:
         llm.reset()
         started, first, n = time.perf_counter(), None, 0
         for _ in llm.create_completion(
@@ -128,29 +141,34 @@ def main() -> int:
         f"prompt ~{len(LlamaCppEngine.from_config(config).render_prompt(prompt(0), max_new_tokens=1))} "
         f"tokens, {N_NEW} new tokens, greedy, median of {args.reps}; GGUF {gguf.name}; {args.threads} threads"
     )
-    rows = []
+    # Order matters: torch and llama.cpp share one libgomp, and a thread that has run a parallel
+    # region keeps its worker threads; with more of them than cores libgomp stops spinning
+    # between steps and whatever decodes next runs ~2.6x slower. So the engine (its own
+    # scheduler thread) runs first and is closed, then raw llama.cpp and hf in this thread.
+    engine = LlamaCppEngine.from_config(config)
+    rows = [("llamacpp engine", *bench_engine(engine, args.reps))]
+    players = bench_players(engine, args.players) if args.players > 1 else None
+    raw_prompts = [engine.render_prompt(prompt(100 + rep), max_new_tokens=N_NEW) for rep in range(args.reps)]
+    engine.close()
+    rows.append(("raw llama-cpp-python Llama", *bench_raw(gguf, raw_prompts, args.threads)))
     if not args.skip_hf:
         import torch
 
         torch.set_num_threads(args.threads)
         hf = HFBackbone.from_config(BackboneConfig())
-        rows.append(("hf (transformers, MoE safetensors)", *bench_engine(hf, args.reps)))
+        rows.insert(0, ("hf (transformers, MoE safetensors)", *bench_engine(hf, args.reps)))
         hf.close()
-    engine = LlamaCppEngine.from_config(config)
-    rows.append(("llamacpp engine", *bench_engine(engine, args.reps)))
-    rows.append(("raw llama-cpp-python Llama", *bench_raw(gguf, engine, args.reps, args.threads)))
     print(f"{'engine':<38}{'TTFT ms':>10}{'decode tok/s':>15}")
     for name, ttft, rate in rows:
         print(f"{name:<38}{1000 * ttft:>10.0f}{rate:>15.1f}")
     ours, raw = rows[-2][2], rows[-1][2]
     print(f"llamacpp engine / raw llama.cpp decode: {ours / raw:.2f}x")
-    if args.players > 1:
-        p50, worst, aggregate = bench_players(engine, args.players)
+    if players:
+        p50, worst, aggregate = players
         print(
             f"llamacpp engine, {args.players} players at once (one persona, 32 tokens each): "
             f"TTFT p50 {1000 * p50:.0f} ms, max {1000 * worst:.0f} ms, aggregate {aggregate:.1f} tok/s"
         )
-    engine.close()
     return 0
 
 
