@@ -28,6 +28,15 @@ def test_every_token_of_a_repeated_ngram_is_marked_and_nothing_else():
     assert repeated_positions([1, 2], n=3) == []
 
 
+def test_max_passes_caps_the_steps_at_that_many_passes_over_the_loops():
+    assert UnlikelihoodConfig(steps=24, batch_size=2).steps_for(4) == 24  # no cap
+    capped = UnlikelihoodConfig(steps=24, batch_size=2, max_passes=1)
+    assert [capped.steps_for(n) for n in (1, 4, 5, 38, 60)] == [1, 2, 3, 19, 24]
+    assert UnlikelihoodConfig(steps=24, batch_size=2, max_passes=2).steps_for(5) == 6
+    with pytest.raises(ConfigError, match="max_passes"):
+        UnlikelihoodConfig(max_passes=-1)
+
+
 def test_loop_rows_take_each_looping_reply_with_the_best_reply_as_its_anchor():
     contexts = sample_dialogues(PERSONAS, load_bank(), n=2, seed=3)
     plain = ScoredReply("I'll meet you by the well at dawn.", 2.0, {}, [])

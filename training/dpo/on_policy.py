@@ -25,7 +25,7 @@ Each round:
    (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO);
 6. with `unlikelihood_steps`, then unlearns the round's own loops token by token
    (`training.dpo.unlikelihood`: every reply that repeats a 3-gram, beside its context's
-   best reply).
+   best reply; `unlikelihood_passes` caps the steps at that many passes over the loops).
 
 Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
 its reward parts), pairs.jsonl, round_summary.json (the round's figures) and training_summary.json;
@@ -96,6 +96,7 @@ class OnPolicyConfig(YamlConfig):
     beta: float = 0.1
     sft_weight: float = 0.0
     unlikelihood_steps: int = 0
+    unlikelihood_passes: int = 0  # cap: at most this many passes over the round's loops (0 = none)
     max_length: int = 640
     seed: int = 0
 
@@ -108,6 +109,10 @@ class OnPolicyConfig(YamlConfig):
         check(
             self.unlikelihood_steps >= 0,
             f"unlikelihood_steps is {self.unlikelihood_steps}; expected >= 0 (0 = off).",
+        )
+        check(
+            self.unlikelihood_passes >= 0,
+            f"unlikelihood_passes is {self.unlikelihood_passes}; expected >= 0 (0 = no cap).",
         )
         for name in ("fluency_weight", "repetition_weight", "persona_weight", "sft_weight"):
             check(getattr(self, name) >= 0, f"{name} is {getattr(self, name)}; expected >= 0.")
@@ -240,7 +245,8 @@ def run_round(
     loops = loop_rows(contexts, scored, registry)
     unlearned = None
     if config.unlikelihood_steps and loops:
-        settings = settings_for(UnlikelihoodConfig, config, steps=config.unlikelihood_steps)
+        settings = settings_for(UnlikelihoodConfig, config, steps=config.unlikelihood_steps,
+                                max_passes=config.unlikelihood_passes)  # fmt: skip
         unlearned = train_unlikelihood(loops, target, target, model_dir=model_dir, settings=settings)
     rewards = [s.reward for ss in scored for s in ss]
     n_words = sum(len(s.reply.split()) for ss in scored for s in ss)

@@ -26,6 +26,7 @@ from training.sft.lora import load_model
 @dataclass(frozen=True)
 class UnlikelihoodConfig(YamlConfig):
     steps: int = 24  # each step: `batch_size` looping replies and their contexts' best replies
+    max_passes: int = 0  # at most this many passes over the loops (0 = no cap): few loops, few steps
     batch_size: int = 2
     learning_rate: float = 5e-5
     anchor_weight: float = 1.0  # weight of the best replies' mean per-token NLL
@@ -37,6 +38,13 @@ class UnlikelihoodConfig(YamlConfig):
         check_counts(self, "steps", "batch_size", "max_length")
         check(self.n >= 1, f"n is {self.n}; expected >= 1 (4 is usual).")
         check(self.anchor_weight >= 0, f"anchor_weight is {self.anchor_weight}; expected >= 0.")
+        check(self.max_passes >= 0, f"max_passes is {self.max_passes}; expected >= 0 (0 = no cap).")
+
+    def steps_for(self, n_loops: int) -> int:
+        """Steps over `n_loops` looping replies: `steps`, or fewer under `max_passes`."""
+        if not self.max_passes:
+            return self.steps
+        return min(self.steps, self.max_passes * -(-n_loops // self.batch_size))
 
 
 def repeated_positions(ids: Sequence[int], n: int = 4) -> list[int]:
@@ -121,7 +129,8 @@ def train_unlikelihood(
     policy.train()
     losses = []
     started = time.perf_counter()
-    for step in range(settings.steps):
+    steps = settings.steps_for(len(encoded))
+    for step in range(steps):
         optimizer.zero_grad()
         total = 0.0
         for k in range(settings.batch_size):
@@ -142,7 +151,7 @@ def train_unlikelihood(
     summary = {
         "loops": len(encoded),
         "anchors": sum(k is not None for k in kept),
-        "steps": settings.steps,
+        "steps": steps,
         "seconds": round(seconds, 1),
         "first_loss": losses[0],
         "last_loss": losses[-1],
