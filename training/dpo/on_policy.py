@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from companion.errors import ConfigError
@@ -268,7 +268,7 @@ def run_round(
         "last_loss": trained["last_loss"],
         "looping_replies": len(loops),
         "unlikelihood": unlearned
-        and {k: unlearned[k] for k in ("loops", "seconds", "repeat_p_before", "repeat_p_after")},
+        and {k: unlearned[k] for k in ("loops", "steps", "seconds", "repeat_p_before", "repeat_p_after")},
     }
     write_json(target / "round_summary.json", figures)
     return target, figures
@@ -337,6 +337,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(OnPolicyConfig, args, contexts=4, samples=2, max_new_tokens=12, min_gap=0.0, steps=1,
                          batch_size=1, max_length=384)  # fmt: skip
+    if args.smoke and config.unlikelihood_steps:
+        config = replace(config, unlikelihood_steps=1)  # on stays on, for one step
     paths = prepare_default_model() if not (args.model_dir and args.reference_dir) else None
     model_dir = args.model_dir or paths.moe_dir
     summary = train_on_policy(
