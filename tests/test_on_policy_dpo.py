@@ -22,6 +22,7 @@ from training.dpo.on_policy import (
     best_worst_pairs,
     round_contexts,
     train_on_policy,
+    unlearn_loops,
     with_template_share,
 )
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
@@ -148,6 +149,18 @@ def test_two_rounds_chain_and_train_on_replies_the_last_adapter_sampled(minilm, 
         loops = [r for s in samples for r in s["replies"] if repetition(r["reply"]) > 0]
         assert figures["looping_replies"] == len(loops)  # each of them unlearned after DPO, if any
         assert (figures["unlikelihood"] or {"loops": 0})["loops"] == len(loops)
+
+
+def test_loops_without_a_token_ngram_skip_the_pass_and_keep_the_adapter(tiny_checkpoint, tmp_path):
+    adapter = fresh_adapter(tiny_checkpoint, tmp_path / "adapter")
+    before = load_file(str(adapter / "adapter_model.safetensors"))
+    prompt = [{"role": "system", "content": "You are Mira."}, {"role": "user", "content": "Are you coming?"}]
+    config = OnPolicyConfig(unlikelihood_steps=4, unlikelihood_passes=1, batch_size=1, max_length=384)
+    figures = unlearn_loops([{"prompt": prompt, "reply": "A plain reply.", "anchor": None}], adapter, config,
+                            tiny_checkpoint)  # fmt: skip
+    assert figures["loops"] == 1 and figures["steps"] == 0 and "nothing to unlearn" in figures["skipped"]
+    after = load_file(str(adapter / "adapter_model.safetensors"))
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 def _sampled_and_greedy(config, tiny_checkpoint, tmp_path, penalties) -> tuple[list[str], dict[float, str]]:

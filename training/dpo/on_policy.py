@@ -25,7 +25,8 @@ Each round:
    (with `sft_weight`, the chosen replies' NLL is added to the loss at that weight: RPO);
 6. with `unlikelihood_steps`, then unlearns the round's own loops token by token
    (`training.dpo.unlikelihood`: every reply that repeats a 3-gram, beside its context's
-   best reply; `unlikelihood_passes` caps the steps at that many passes over the loops).
+   best reply; `unlikelihood_passes` caps the steps at that many passes over the loops;
+   loops with no repeated token n-gram skip the pass, and the round summary says so).
 
 Outputs: `--out`/round1, round2, ... (adapters), each with samples.jsonl (every reply and
 its reward parts), pairs.jsonl, round_summary.json (the round's figures) and training_summary.json;
@@ -65,7 +66,7 @@ from training.data.dialogues import (
 from training.dpo.rewards import ReplyScorer, RewardWeights, ScoredReply
 from training.dpo.sampling import sample_replies
 from training.dpo.train import DPOTrainingConfig, train_dpo
-from training.dpo.unlikelihood import UnlikelihoodConfig, train_unlikelihood
+from training.dpo.unlikelihood import NothingToUnlearn, UnlikelihoodConfig, train_unlikelihood
 from training.evaluation.quality import repetition
 from training.sft.lora import fresh_adapter
 
@@ -194,6 +195,19 @@ def loop_rows(contexts: list[DialogueSample], scored: list[list[ScoredReply]], r
     return rows
 
 
+def unlearn_loops(loops: list[dict], adapter: Path, config: OnPolicyConfig, model_dir: Path) -> dict:
+    """Runs the unlikelihood pass over `loops` on `adapter`, in place, and returns its figures.
+    The loops are picked by word 3-grams and the pass marks token n-grams, so a round's few
+    short loops may hold none: the pass is then skipped (and says so), not the round."""
+    settings = settings_for(UnlikelihoodConfig, config, steps=config.unlikelihood_steps,
+                            max_passes=config.unlikelihood_passes)  # fmt: skip
+    try:
+        done = train_unlikelihood(loops, adapter, adapter, model_dir=model_dir, settings=settings)
+    except NothingToUnlearn as e:
+        return {"loops": len(loops), "steps": 0, "skipped": str(e)}
+    return {k: done[k] for k in ("loops", "steps", "seconds", "repeat_p_before", "repeat_p_after")}
+
+
 def with_template_share(
     pairs: list[dict], templates: list[dict], share: float, rng: random.Random
 ) -> list[dict]:
@@ -243,11 +257,9 @@ def run_round(
         rows, adapter, target, model_dir=model_dir, settings=settings_for(DPOTrainingConfig, config)
     )
     loops = loop_rows(contexts, scored, registry)
-    unlearned = None
-    if config.unlikelihood_steps and loops:
-        settings = settings_for(UnlikelihoodConfig, config, steps=config.unlikelihood_steps,
-                                max_passes=config.unlikelihood_passes)  # fmt: skip
-        unlearned = train_unlikelihood(loops, target, target, model_dir=model_dir, settings=settings)
+    unlearned = (
+        unlearn_loops(loops, target, config, model_dir) if config.unlikelihood_steps and loops else None
+    )
     rewards = [s.reward for ss in scored for s in ss]
     n_words = sum(len(s.reply.split()) for ss in scored for s in ss)
     figures = {
@@ -267,8 +279,7 @@ def run_round(
         "first_loss": trained["first_loss"],
         "last_loss": trained["last_loss"],
         "looping_replies": len(loops),
-        "unlikelihood": unlearned
-        and {k: unlearned[k] for k in ("loops", "steps", "seconds", "repeat_p_before", "repeat_p_after")},
+        "unlikelihood": unlearned,
     }
     write_json(target / "round_summary.json", figures)
     return target, figures

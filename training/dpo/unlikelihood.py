@@ -23,6 +23,10 @@ from training.common import check, check_counts, write_json
 from training.sft.lora import load_model
 
 
+class NothingToUnlearn(ConfigError):
+    """None of the replies given to the pass repeats a token n-gram."""
+
+
 @dataclass(frozen=True)
 class UnlikelihoodConfig(YamlConfig):
     steps: int = 24  # each step: `batch_size` looping replies and their contexts' best replies
@@ -111,7 +115,7 @@ def train_unlikelihood(
                 _encode(tokenizer, r["prompt"], r["anchor"], settings.max_length) if r.get("anchor") else None
             )
     if not encoded:
-        raise ConfigError(
+        raise NothingToUnlearn(
             f"none of the {len(rows)} replies repeats a token {settings.n}-gram; nothing to unlearn."
         )
     torch.manual_seed(settings.seed)
