@@ -212,3 +212,26 @@ def test_the_character_is_said_in_the_first_person(fact, said):
     assert second_person(fact, "Mira") == said
     assert recall_line(fact, "Mira") == f"Didn't you tell me {said}?"
     assert memory_line(fact, "Mira") == f"I remember that {said}."
+
+
+def test_loose_relevance_brings_a_memory_up_only_when_the_scorer_does_not_rule_it_out():
+    """Search relevance x type weight counts at the bar from 0.3 on its own, and from 0.15 when the
+    recall scorer gives the pair at least its floor (recall.combined_scores)."""
+    from companion.reflection.recall import combined_scores
+    from memory.events import ScoredEvent, ScoreParts
+
+    def hit(relevance):
+        return ScoredEvent(
+            event=_event("The player is allergic to peanuts."),
+            score=relevance,
+            parts=ScoreParts(relevance=relevance, recency=1.0, importance=0.8),
+        )
+
+    loose, close = hit(0.2), hit(0.35)  # health: type weight 1.0
+    backed, ruled_out = combined_scores([loose, loose], [0.06, 0.01], 0.5)
+    assert backed >= 0.5 > ruled_out  # the same loose match, brought up only with the scorer's backing
+    assert ruled_out == pytest.approx(0.2 / 0.3 * 0.5)
+    (alone,) = combined_scores([close], [0.0], 0.5)
+    assert alone >= 0.5  # a close match needs no backing
+    (scorer_only,) = combined_scores([hit(0.0)], [0.7], 0.5)
+    assert scorer_only == pytest.approx(0.7)

@@ -63,8 +63,8 @@ def test_the_recall_scorer_ranks_a_facts_own_lines_first(minilm):
 
 
 def test_heldout_decisions_stay_above_their_measured_floor(minilm):
-    """The held-out table's regression guard (measured 68.4% strategy, 53.2% recall recall;
-    the issue asks 90% and 85%, see the README)."""
+    """The held-out table's regression guard (measured 73.0% strategy, 65.5% recall recall,
+    1.2% false refusals on 2026-12-02; the issue asks 90%, 85% and 3%, see the README)."""
     from memory.fast_summarizer import FastSummarizer
     from memory.store import ChromaMemoryStore
     from training.evaluation.reflection_heldout import decide, situations, summary
@@ -77,8 +77,8 @@ def test_heldout_decisions_stay_above_their_measured_floor(minilm):
             FastSummarizer(minilm),
         )
     )
-    assert result["strategy_accuracy"]["value"] >= 60
-    assert result["recall_recall"]["value"] >= 45
+    assert result["strategy_accuracy"]["value"] >= 65
+    assert result["recall_recall"]["value"] >= 55
     assert result["refusal_false_positives"]["value"] <= 5
 
 

@@ -26,8 +26,6 @@ TYPE_WEIGHT = {
     "preference": 0.75,
     "personal_info": 0.7,
 }
-# relevance x type weight at this value counts as much as the scorer's bar
-RELEVANCE_BAR = 0.3
 
 ASKS_TO_REMEMBER = re.compile(
     r"\b(do you remember|remember (when|what|where|that|my)|do you recall|did i (ever )?(tell|mention)|"
@@ -47,19 +45,27 @@ def novelty(turns_since_mentioned: int | None, cooldown_turns: int) -> float:
 
 
 def combined_scores(
-    recalled: Sequence[ScoredEvent], scores: Sequence[float], threshold: float
+    recalled: Sequence[ScoredEvent],
+    scores: Sequence[float],
+    threshold: float,
+    *,
+    relevance_bar: float = 0.3,
+    scorer_backed_bar: float = 0.15,
+    scorer_floor: float = 0.05,
 ) -> list[float]:
-    """max(scorer, relevance x type weight rescaled so that RELEVANCE_BAR maps onto `threshold`)."""
-    return [
-        max(
-            score,
-            min(
-                1.0,
-                hit.parts.relevance * TYPE_WEIGHT.get(str(hit.event.type), 0.5) / RELEVANCE_BAR * threshold,
-            ),
-        )
-        for hit, score in zip(recalled, scores, strict=True)
-    ]
+    """max(scorer, relevance x type weight rescaled so that its bar maps onto `threshold`).
+
+    The bar is `relevance_bar`, or the lower `scorer_backed_bar` where the scorer gives the pair
+    at least `scorer_floor`: a memory close to the line in words is brought up, and one only
+    loosely close to it when the scorer does not rule the pair out (a plain question beside a
+    stored fact that shares a few words with it).
+    """
+    values = []
+    for hit, score in zip(recalled, scores, strict=True):
+        bar = scorer_backed_bar if score >= scorer_floor else relevance_bar
+        relevance = hit.parts.relevance * TYPE_WEIGHT.get(str(hit.event.type), 0.5)
+        values.append(max(score, min(1.0, relevance / bar * threshold)))
+    return values
 
 
 def choose_recall(

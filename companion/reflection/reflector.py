@@ -38,6 +38,10 @@ class ReflectionConfig:
             offer such as "if a traveller sells one, I'll ask what it does" reads 0.65).
         memory_question_threshold: its P(asks what the character remembers).
         recall_threshold: the recall scorer's P(worth bringing up) for the first memory.
+        relevance_bar: search relevance x type weight that counts as much as `recall_threshold`
+            (the other reading a memory is brought up on; see `recall.combined_scores`).
+        scorer_backed_bar: ...a lower one, where the scorer gives the pair at least
+            `scorer_floor` (chosen on the dev split, 2026-12-02).
         second_recall_threshold: ...for a second one (of another type).
         recall_cooldown_turns: turns before a memory brought up may come back.
         max_words: the post-check's length limit.
@@ -49,6 +53,9 @@ class ReflectionConfig:
     explains_threshold: float = 0.8
     memory_question_threshold: float = 0.5
     recall_threshold: float = 0.5
+    relevance_bar: float = 0.3
+    scorer_backed_bar: float = 0.15
+    scorer_floor: float = 0.05
     second_recall_threshold: float = 0.7
     recall_cooldown_turns: int = 6
     max_words: int = 90
@@ -138,7 +145,14 @@ class Reflector:
         )
         return choose_recall(
             recalled,
-            combined_scores(recalled, scores, config.recall_threshold),
+            combined_scores(
+                recalled,
+                scores,
+                config.recall_threshold,
+                relevance_bar=config.relevance_bar,
+                scorer_backed_bar=config.scorer_backed_bar,
+                scorer_floor=config.scorer_floor,
+            ),
             recent_mentions,
             threshold=config.recall_threshold,
             second_threshold=config.second_recall_threshold,
