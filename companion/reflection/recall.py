@@ -2,8 +2,9 @@
 
 value = the better of two readings, x novelty: the recall scorer's P(worth bringing up | memory,
 line), and the search's relevance x a weight by type (health, plans, feelings and people matter
-more than trivia), rescaled so that both readings share one bar. A memory brought up in the last
-few turns is not brought up again, so the NPC does not nag. When the player asks what the
+more than trivia), rescaled so that both readings share one bar (the relevance reading's bar is
+lower where the scorer does not rule the pair out: `combined_scores`). A memory brought up in the
+last few turns is not brought up again, so the NPC does not nag. When the player asks what the
 character remembers, the best memory is brought up even under the bar: never nothing when facts
 exist.
 """
