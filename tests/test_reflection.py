@@ -218,7 +218,15 @@ def test_loose_relevance_brings_a_memory_up_only_when_the_scorer_does_not_rule_i
     """Search relevance x type weight counts at the bar from 0.3 on its own, and from 0.15 when the
     recall scorer gives the pair at least its floor (recall.combined_scores)."""
     from companion.reflection.recall import combined_scores
+    from companion.reflection.reflector import ReflectionConfig
     from memory.events import ScoredEvent, ScoreParts
+
+    config = ReflectionConfig()
+    bars = dict(
+        relevance_bar=config.relevance_bar,
+        scorer_backed_bar=config.scorer_backed_bar,
+        scorer_floor=config.scorer_floor,
+    )
 
     def hit(relevance):
         return ScoredEvent(
@@ -228,10 +236,10 @@ def test_loose_relevance_brings_a_memory_up_only_when_the_scorer_does_not_rule_i
         )
 
     loose, close = hit(0.2), hit(0.35)  # health: type weight 1.0
-    backed, ruled_out = combined_scores([loose, loose], [0.06, 0.01], 0.5)
+    backed, ruled_out = combined_scores([loose, loose], [0.06, 0.01], 0.5, **bars)
     assert backed >= 0.5 > ruled_out  # the same loose match, brought up only with the scorer's backing
     assert ruled_out == pytest.approx(0.2 / 0.3 * 0.5)
-    (alone,) = combined_scores([close], [0.0], 0.5)
+    (alone,) = combined_scores([close], [0.0], 0.5, **bars)
     assert alone >= 0.5  # a close match needs no backing
-    (scorer_only,) = combined_scores([hit(0.0)], [0.7], 0.5)
+    (scorer_only,) = combined_scores([hit(0.0)], [0.7], 0.5, **bars)
     assert scorer_only == pytest.approx(0.7)

@@ -50,16 +50,16 @@ def combined_scores(
     scores: Sequence[float],
     threshold: float,
     *,
-    relevance_bar: float = 0.3,
-    scorer_backed_bar: float = 0.15,
-    scorer_floor: float = 0.05,
+    relevance_bar: float,
+    scorer_backed_bar: float,
+    scorer_floor: float,
 ) -> list[float]:
     """max(scorer, relevance x type weight rescaled so that its bar maps onto `threshold`).
 
     The bar is `relevance_bar`, or the lower `scorer_backed_bar` where the scorer gives the pair
     at least `scorer_floor`: a memory close to the line in words is brought up, and one only
     loosely close to it when the scorer does not rule the pair out (a plain question beside a
-    stored fact that shares a few words with it).
+    stored fact that shares a few words with it). The values live in `ReflectionConfig`.
     """
     values = []
     for hit, score in zip(recalled, scores, strict=True):

@@ -41,7 +41,8 @@ class ReflectionConfig:
         relevance_bar: search relevance x type weight that counts as much as `recall_threshold`
             (the other reading a memory is brought up on; see `recall.combined_scores`).
         scorer_backed_bar: ...a lower one, where the scorer gives the pair at least
-            `scorer_floor` (chosen on the dev split, 2026-12-02).
+            `scorer_floor` (both chosen on the dev split, 2026-12-02).
+        scorer_floor: the scorer's P(worth bringing up) below which only `relevance_bar` counts.
         second_recall_threshold: ...for a second one (of another type).
         recall_cooldown_turns: turns before a memory brought up may come back.
         max_words: the post-check's length limit.
