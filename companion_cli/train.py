@@ -15,6 +15,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "build-dialogues": ("training.data.build_dialogues", "multi-turn SFT, DPO and held-out evaluation sets"),
     "sft-dialogue": ("training.sft.dialogue", "a LoRA adapter on the built dialogues"),
     "sft-persona": ("training.sft.persona", "one persona's LoRA adapter (see also: companion persona train)"),
+    "blend": ("training.sft.blend", "each persona's adapter plus a shared adapter's change, as one LoRA"),
     "sft-summarizer": ("training.sft.summarizer", "the generative summarizer's LoRA adapter"),
     "dpo": ("training.dpo.train", "DPO from an SFT adapter on the built (template) preference pairs"),
     "on-policy": (
