@@ -54,20 +54,19 @@ def blend_adapters(persona_dir: Path, skill_dir: Path, out: Path, *, weight: flo
         raise ConfigError(f"{persona_dir} and {skill_dir} adapt different modules (e.g. {only}); retrain one")
     r1, r2 = persona_config["r"], skill_config["r"]
     rank = r1 + r2
-    scale = 2.0  # the blend's alpha / r (alpha = 2 x rank, as training.sft.lora saves them)
-    s1 = persona_config["lora_alpha"] / r1 / scale
+    scale = persona_config["lora_alpha"] / r1  # the blend keeps the persona adapter's alpha / r
     s2 = weight * skill_config["lora_alpha"] / r2 / scale
     tensors = {}
     for key, a in persona.items():
         if ".lora_A." in key:
             tensors[key] = torch.cat([a, skill[key]], dim=0).contiguous()
         elif ".lora_B." in key:
-            tensors[key] = torch.cat([a * s1, skill[key] * s2], dim=1).contiguous()
+            tensors[key] = torch.cat([a, skill[key] * s2], dim=1).contiguous()
         else:
             raise ConfigError(f"{persona_dir}: unexpected tensor {key} (only lora_A / lora_B can be blended)")
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / WEIGHTS_FILE))
-    config = dict(persona_config, r=rank, lora_alpha=int(scale * rank))
+    config = dict(persona_config, r=rank, lora_alpha=scale * rank)
     (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     summary = {
         "persona_adapter": str(persona_dir),
