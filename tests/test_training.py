@@ -295,6 +295,23 @@ def test_sft_trains_only_the_adapter(sft_adapter):
     assert summary["steps"] == 3
 
 
+def test_sft_can_continue_an_adapter_from_its_weights(built, sft_adapter, tiny_checkpoint, tmp_path):
+    out, _ = built
+    adapter, *_ = sft_adapter
+    rows = [json.loads(line) for line in (out / "sft.jsonl").read_text().splitlines()]
+    config = LoraSFTConfig(steps=1, batch_size=2, max_length=384, learning_rate=1e-9)
+    continued = tmp_path / "continued"
+    train_lora_sft(rows, continued, model_dir=tiny_checkpoint, config=config, model=tiny_mixtral(),
+                   init_adapter=adapter)  # fmt: skip
+    start, end = (load_file(str(d / "adapter_model.safetensors")) for d in (adapter, continued))
+    assert start.keys() == end.keys()
+    for key, value in start.items():  # one step at 1e-9 moves nothing measurably: B is the SFT's, not 0
+        assert torch.allclose(end[key], value, atol=1e-6), key
+    with pytest.raises(ConfigError, match="no peft adapter"):
+        train_lora_sft(rows, tmp_path / "x", model_dir=tiny_checkpoint, config=config, model=tiny_mixtral(),
+                       init_adapter=tmp_path / "missing")  # fmt: skip
+
+
 def test_dpo_starts_from_the_sft_adapter_and_changes_only_it(built, sft_adapter, tiny_checkpoint, tmp_path):
     out, _ = built
     adapter, *_ = sft_adapter

@@ -3,10 +3,12 @@
     python -m training.sft.dialogue --data data/dialogues --out adapters/dialogue-sft
     python -m training.sft.dialogue --data data/dialogues --out /tmp/sft --smoke        # 2 steps
     python -m training.sft.dialogue --data data/dialogues --out adapters/mira --persona mira
+    python -m training.sft.dialogue --data DIR --out DIR --persona mira --from-adapter persona_adapters/adapters/mira
 
 The adapter (attention q/v/o, like the persona adapters) learns to use recalled memories,
 follow reflection's guidance and keep the persona's voice; with --persona it trains on
-that persona's dialogues only, so it can serve as that persona's adapter.
+that persona's dialogues only, so it can serve as that persona's adapter; with --from-adapter
+it continues that adapter (e.g. the persona's bundled one) instead of starting a fresh one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--persona", help="train on this persona's dialogues only")
     parser.add_argument("--model-dir", help="base checkpoint; default: the provisioned default MoE")
+    parser.add_argument(
+        "--from-adapter", type=Path, help="continue this adapter instead of starting a fresh one"
+    )
     args = parser.parse_args(argv)
     config = load_config(LoraSFTConfig, args, steps=2, batch_size=2, max_length=384)
     name = None
@@ -43,7 +48,9 @@ def main(argv: list[str] | None = None) -> None:
         name = PersonaRegistry.default().get(args.persona).name
     rows = load_rows(args.data, name)
     model_dir = args.model_dir or prepare_default_model().moe_dir
-    summary = train_lora_sft(rows, args.out, model_dir=model_dir, config=config)
+    summary = train_lora_sft(
+        rows, args.out, model_dir=model_dir, config=config, init_adapter=args.from_adapter
+    )
     print_summary(summary, SUMMARY_KEYS)
 
 

@@ -80,8 +80,9 @@ def fresh_adapter(model_dir: str | Path, out: Path, *, rank: int = LoraSFTConfig
 
 
 def train_lora_sft(
-    rows: list[dict], out: Path, *, model_dir: str | Path, config: LoraSFTConfig, model=None
-) -> dict:
+    rows: list[dict], out: Path, *, model_dir: str | Path, config: LoraSFTConfig, model=None,
+    init_adapter: str | Path | None = None,
+) -> dict:  # fmt: skip
     """Trains a LoRA adapter on `rows` and saves it to `out`; returns a summary with the losses.
 
     Args:
@@ -91,6 +92,8 @@ def train_lora_sft(
         config: hyperparameters.
         model: an already loaded base model (tests pass a tiny one); loaded from
             `model_dir` when None.
+        init_adapter: a peft adapter folder to continue training (its own rank and modules;
+            `config.rank` and `config.target_modules` are then unused); None starts a fresh one.
     """
     import torch
     from datasets import Dataset
@@ -122,7 +125,15 @@ def train_lora_sft(
             seed=config.seed,
             disable_tqdm=not os.isatty(2),
         )
-        lora = lora_settings(config.rank, config.target_modules)
+        lora = None
+        if init_adapter is None:
+            lora = lora_settings(config.rank, config.target_modules)
+        elif not (Path(init_adapter) / "adapter_config.json").is_file():
+            raise ConfigError(f"{init_adapter} holds no peft adapter (adapter_config.json) to continue from.")
+        else:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
         trainer = SFTTrainer(
             model=model,
             args=args,
@@ -142,6 +153,7 @@ def train_lora_sft(
         "seconds": round(seconds, 1),
         "first_loss": losses[0] if losses else None,
         "last_loss": losses[-1] if losses else None,
+        "init_adapter": str(init_adapter) if init_adapter else None,
         "config": asdict(config),
     }
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -2,12 +2,14 @@
 
     python -m training.sft.persona mira --out persona_adapters/adapters/mira           # 24 steps, ~4 min
     python -m training.sft.persona mira --out /tmp/mira-lora --smoke                   # 4 steps, ~1 min
+    python -m training.sft.persona mira --out runs/p/mira --from-adapter runs/x/dpo/round2  # continue one
 
 The adapter targets attention projections (q, v, o), which peft can mix per row in a
 batch (see companion/backbone/adapters.py). Each NPC line of the persona's example
 dialogues is one completion to learn, after the system prompt and the lines before it.
 Memory-grounded dialogues from the data builder (training/data/dialogues.py), checked,
-are added for personas with a voice in its bank.
+are added for personas with a voice in its bank. With --from-adapter the run continues that
+adapter (e.g. the dialogue pipeline's shared DPO adapter) instead of starting from the base.
 """
 
 from __future__ import annotations
@@ -68,9 +70,10 @@ def builder_conversations(persona: Persona, n: int = 24, seed: int = 0) -> list[
 
 def train_persona_adapter(
     persona: Persona, out: Path, *, steps: int = 24, learning_rate: float = 3e-4, rank: int = 8, seed: int = 0,
-    n_generated: int = 24,
+    n_generated: int = 24, from_adapter: Path | None = None,
 ) -> dict:  # fmt: skip
-    """Trains and saves the adapter (peft format) to `out`; returns a summary with the loss curve."""
+    """Trains and saves the adapter (peft format) to `out`; returns a summary with the loss curve.
+    With `from_adapter`, training continues that adapter (its rank) instead of a fresh one."""
     rows = persona_conversations(persona)
     if not rows:
         raise ConfigError(
@@ -79,7 +82,8 @@ def train_persona_adapter(
     rows += builder_conversations(persona, n_generated, seed)
     config = LoraSFTConfig(steps=steps, learning_rate=learning_rate, rank=rank, seed=seed, max_length=640,
                            target_modules=TARGET_MODULES)  # fmt: skip
-    summary = train_lora_sft(rows, out, model_dir=prepare_default_model().moe_dir, config=config)
+    model_dir = prepare_default_model().moe_dir
+    summary = train_lora_sft(rows, out, model_dir=model_dir, config=config, init_adapter=from_adapter)
     summary["persona"] = persona.id
     write_json(out / "training_summary.json", summary)
     return {k: summary[k] for k in ("persona", "steps", "seconds", "first_loss", "last_loss", "examples")}
@@ -91,9 +95,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--steps", type=int, default=24)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument(
+        "--from-adapter", type=Path, help="continue this adapter instead of starting from the base"
+    )
     args = parser.parse_args(argv)
     persona = PersonaRegistry.default(args.data_dir).get(args.persona)
-    summary = train_persona_adapter(persona, args.out, steps=4 if args.smoke else args.steps)
+    steps = 4 if args.smoke else args.steps
+    summary = train_persona_adapter(persona, args.out, steps=steps, from_adapter=args.from_adapter)
     print_summary(summary)
 
 
