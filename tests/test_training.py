@@ -30,6 +30,7 @@ from training.data.dialogues import (
     sample_dialogues,
 )
 from training.dpo.train import DPOTrainingConfig, train_dpo
+from training.evaluation.evaluate import heldout_items
 from training.moe.router import RouterTrainingConfig, router_parameters, train_router
 from training.sft.lora import LoraSFTConfig, train_lora_sft
 
@@ -71,6 +72,19 @@ def test_the_builder_writes_sets_that_datasets_and_trl_accept(built, tokenizer):
     assert all({f["id"] for f in e["told"]} <= heldout for e in evaluation)
     trained_facts = {line for r in sft for m in r["prompt"] for line in [m["content"]]}
     assert not any("I hurt my knee badly" in t for t in trained_facts)  # a held-out fact never trains
+
+
+def test_the_dev_set_holds_training_facts_and_the_evaluation_reads_it_alone(built, tmp_path):
+    out, report = built
+    dev = [json.loads(line) for line in (out / "dev.jsonl").read_text().splitlines()]
+    assert len(dev) == report["n_dev"] == BuildConfig().n_dev
+    heldout = set(BuildConfig().heldout_facts)
+    assert all(e["told"] and not {f["id"] for f in e["told"]} & heldout for e in dev)
+    items = heldout_items(out, REGISTRY, 5, dev=True)
+    assert len(items) == 5 and {i.source for i in items} == {"dev"}
+    assert {i.source for i in heldout_items(out, REGISTRY, 5)} == {"heldout"}
+    with pytest.raises(ConfigError, match="build_dialogues"):
+        heldout_items(tmp_path, REGISTRY, dev=True)  # a build from before dev.jsonl existed
 
 
 @pytest.mark.parametrize("kind", FAILURE_KINDS)

@@ -8,7 +8,9 @@
     python -m training.data.build_dialogues --out data/dialogues --drafter continuation   # template opening + base model
 
 Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
-held-out samples the evaluation replays) and report.json (kept, dropped and why).
+held-out samples the evaluation replays), dev.jsonl (samples on training facts, drawn apart from
+the training set: `evaluate --dev` reads them to choose a setting without reading the held-out
+set) and report.json (kept, dropped and why).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DRAFTERS = ("template", "openai", "backbone", "continuation")
 class BuildConfig(YamlConfig):
     n_train: int = 480
     n_eval: int = 48
+    n_dev: int = 48  # dev.jsonl: training facts, its own draw (choosing settings, not reporting)
     seed: int = 7
     heldout_facts: tuple[str, ...] = ("knee", "rain", "dog", "trip")
     drafter: str = "template"
@@ -73,8 +76,8 @@ class BuildConfig(YamlConfig):
             "drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.",
         )
         check(
-            self.n_train >= 1 and self.n_eval >= 0 and 1 <= self.rejected_per_sample <= len(FAILURE_KINDS),
-            "n_train >= 1, n_eval >= 0 and 1 <= rejected_per_sample <= 5 are required.",
+            self.n_train >= 1 and min(self.n_eval, self.n_dev) >= 0 and 1 <= self.rejected_per_sample <= 5,
+            "n_train >= 1, n_eval >= 0, n_dev >= 0 and 1 <= rejected_per_sample <= 5 are required.",
         )
 
 
@@ -129,10 +132,12 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
             else:
                 report["rejected_not_caught"][kind] += 1
     evaluation = sample_dialogues(personas, bank, n=config.n_eval, seed=config.seed + 1000, facts=heldout)
+    dev = sample_dialogues(personas, bank, n=config.n_dev, seed=config.seed + 2000, facts=training_facts)
     write_jsonl(out / "sft.jsonl", sft)
     write_jsonl(out / "dpo.jsonl", dpo)
     write_jsonl(out / "eval.jsonl", [s.to_json() for s in evaluation])
-    report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation))
+    write_jsonl(out / "dev.jsonl", [s.to_json() for s in dev])
+    report.update(n_sft=len(sft), n_dpo=len(dpo), n_eval=len(evaluation), n_dev=len(dev))
     write_json(out / "report.json", report)  # Counters are dicts: JSON as they are
     return report
 

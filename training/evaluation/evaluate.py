@@ -7,8 +7,10 @@ reflection scenarios; prints one table.
 
 Items: the held-out samples of build_dialogues (eval.jsonl: facts never trained on) and
 the scripted scenarios of training/evaluation/data/reflection_scenarios.yaml (facts summarized into a
-real Chroma store, decisions made by the real reflector). For each, the reply is
-generated greedily from the pipeline's own prompt and judged by the runtime post-check:
+real Chroma store, decisions made by the real reflector); with --dev, the build's dev.jsonl
+alone instead (training facts, its own draw: for choosing a setting, such as how many steps,
+before the held-out set is read once). For each, the reply is generated greedily from the
+pipeline's own prompt and judged by the runtime post-check:
 
 - memory use: recall items whose reply brings up the chosen memory (post-check);
 - grounding: recall items whose reply carries the chosen memory's own content words;
@@ -64,7 +66,7 @@ from training.evaluation.support_judge import SupportJudge
 
 @dataclass
 class EvalItem:
-    source: str  # "heldout" or "scenarios"
+    source: str  # "heldout", "scenarios" or "dev"
     persona: Persona
     messages: list[dict]
     decision: Decision
@@ -76,14 +78,22 @@ class EvalItem:
         return self.persona.id
 
 
-def heldout_items(data: Path, registry: PersonaRegistry, limit: int | None = None) -> list[EvalItem]:
+def heldout_items(
+    data: Path, registry: PersonaRegistry, limit: int | None = None, *, dev: bool = False
+) -> list[EvalItem]:
+    """The build's held-out dialogues (eval.jsonl), or with `dev` its development ones (dev.jsonl)."""
+    path = data / ("dev.jsonl" if dev else "eval.jsonl")
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist; build it with python -m training.data.build_dialogues --out {data}"
+        )
     items = []
-    for row in read_jsonl(data / "eval.jsonl")[:limit]:
+    for row in read_jsonl(path)[:limit]:
         sample = DialogueSample(**row)
         persona = registry.get(sample.persona_id)
         items.append(
             EvalItem(
-                "heldout",
+                "dev" if dev else "heldout",
                 persona,
                 sample.messages(persona),
                 sample.decision(),
@@ -261,12 +271,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--limit", type=int, help="items per set")
     parser.add_argument("--json", type=Path, help="also write the scores and replies here")
+    parser.add_argument(
+        "--dev",
+        action="store_true",
+        help="the build's dev.jsonl (training facts) alone, to choose a setting before one held-out read",
+    )
     args = parser.parse_args(argv)
     limit = 3 if args.smoke else args.limit
     max_new_tokens = 16 if args.smoke else args.max_new_tokens
     registry, embedder = PersonaRegistry.default(), MiniLMEmbedder()
     reflector = Reflector(embedder)
-    items = heldout_items(args.data, registry, limit) + scenario_items(registry, reflector, embedder, limit)
+    items = heldout_items(args.data, registry, limit, dev=args.dev)
+    if not args.dev:
+        items += scenario_items(registry, reflector, embedder, limit)
     backbone = HFBackbone.from_config(BackboneConfig(model=args.model))
     stages = load_stages(backbone, registry, items, args.adapter, args.persona_adapters)
     generated = {label: asyncio.run(run_stage(backbone, adapter_of, items, reflector, max_new_tokens))
@@ -296,7 +313,8 @@ def main(argv: list[str] | None = None) -> None:
             (*r, nll, voice, s) for r, nll, voice, s in zip(results, nlls, voices, supportive, strict=True)
         ]
         rows[label] = {
-            source: score([r for r in scored if r[0].source == source]) for source in ("heldout", "scenarios")
+            source: score([r for r in scored if r[0].source == source])
+            for source in dict.fromkeys(i.source for i in items)
         }
         dump[label] = [{"source": i.source, "persona": i.persona_id, "strategy": i.decision.strategy, "flags": sorted(k),
                         "reply": r, "nll_per_token": nll, "voice": v, "supportive": s}
