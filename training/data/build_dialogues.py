@@ -76,8 +76,10 @@ class BuildConfig(YamlConfig):
             "drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.",
         )
         check(
-            self.n_train >= 1 and min(self.n_eval, self.n_dev) >= 0 and 1 <= self.rejected_per_sample <= 5,
-            "n_train >= 1, n_eval >= 0, n_dev >= 0 and 1 <= rejected_per_sample <= 5 are required.",
+            self.n_train >= 1
+            and min(self.n_eval, self.n_dev) >= 0
+            and 1 <= self.rejected_per_sample <= len(FAILURE_KINDS),
+            f"n_train >= 1, n_eval >= 0, n_dev >= 0 and 1 <= rejected_per_sample <= {len(FAILURE_KINDS)} are required.",
         )
 
 
