@@ -16,6 +16,14 @@ from companion.errors import AdapterError
 
 BASE = "__base__"  # peft's name for "no adapter" inside a mixed batch
 DEFAULT_TARGET_MODULES = ("q_proj", "v_proj", "o_proj")
+ADAPTER_CONFIG = "adapter_config.json"  # what peft's save_pretrained writes
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def holds_adapter(path: str | Path, *, weights: bool = False) -> bool:
+    """Whether `path` is a peft adapter folder: its config, and with `weights` its safetensors too."""
+    path = Path(path)
+    return (path / ADAPTER_CONFIG).is_file() and (not weights or (path / ADAPTER_WEIGHTS).is_file())
 
 
 class AdapterSet:
@@ -64,7 +72,7 @@ class AdapterSet:
             raise AdapterError(
                 f"an adapter named {name!r} is already loaded; unload it first or pick another name."
             )
-        if not (path / "adapter_config.json").is_file():
+        if not holds_adapter(path):
             raise AdapterError(
                 f"{path} holds no adapter_config.json; an adapter directory is what peft's save_pretrained writes."
             )
@@ -86,7 +94,7 @@ class AdapterSet:
         """Raises AdapterError unless every LoRA matrix in `path` fits a module of the base model."""
         from safetensors import safe_open
 
-        weights = path / "adapter_model.safetensors"
+        weights = path / ADAPTER_WEIGHTS
         if not weights.is_file():
             return  # other formats (.bin) are checked by peft itself
         modules = dict(self.base_model.named_modules())

@@ -24,6 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from companion.backbone.adapters import ADAPTER_WEIGHTS, holds_adapter
 from companion.errors import AdapterError, ModelLoadFailedError, ModelNotProvisionedError
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,11 @@ def export_adapter(adapter_dir: Path, base_checkpoint: Path, out_dir: Path, *, t
     Raises:
         AdapterError: the directory holds no adapter, or the converter rejected it.
     """
-    weights = adapter_dir / "adapter_model.safetensors"
-    if not (adapter_dir / "adapter_config.json").is_file() or not weights.is_file():
+    if not holds_adapter(adapter_dir, weights=True):
         raise AdapterError(
             f"{adapter_dir} holds no peft adapter (adapter_config.json + adapter_model.safetensors)."
         )
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+    digest = hashlib.sha256((adapter_dir / ADAPTER_WEIGHTS).read_bytes()).hexdigest()[:16]
     out = out_dir / f"{adapter_dir.name}-{digest}.{LORA_OUTTYPE}.gguf"
     if out.is_file():
         return out

@@ -19,23 +19,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from companion.backbone.adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS, holds_adapter
 from companion.errors import ConfigError
 from persona_adapters import PersonaRegistry
 from training.common import job_parser, run, write_json
-
-WEIGHTS_FILE = "adapter_model.safetensors"
-CONFIG_FILE = "adapter_config.json"
 
 
 def _read(folder: Path) -> tuple[dict, dict]:
     from safetensors.torch import load_file
 
-    if not (folder / CONFIG_FILE).is_file() or not (folder / WEIGHTS_FILE).is_file():
-        raise ConfigError(f"{folder} is not a peft LoRA folder ({CONFIG_FILE} and {WEIGHTS_FILE} expected)")
-    config = json.loads((folder / CONFIG_FILE).read_text())
+    if not holds_adapter(folder, weights=True):
+        raise ConfigError(
+            f"{folder} is not a peft LoRA folder ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS} expected)"
+        )
+    config = json.loads((folder / ADAPTER_CONFIG).read_text())
     if config.get("peft_type") != "LORA" or config.get("use_dora") or config.get("rank_pattern"):
         raise ConfigError(f"{folder}: only plain LoRA adapters with one rank for every module can be blended")
-    return config, load_file(str(folder / WEIGHTS_FILE))
+    return config, load_file(str(folder / ADAPTER_WEIGHTS))
 
 
 def blend_adapters(persona_dir: Path, skill_dir: Path, out: Path, *, weight: float = 1.0) -> dict:
@@ -65,9 +65,9 @@ def blend_adapters(persona_dir: Path, skill_dir: Path, out: Path, *, weight: flo
         else:
             raise ConfigError(f"{persona_dir}: unexpected tensor {key} (only lora_A / lora_B can be blended)")
     out.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(out / WEIGHTS_FILE))
+    save_file(tensors, str(out / ADAPTER_WEIGHTS))
     config = dict(persona_config, r=rank, lora_alpha=scale * rank)
-    (out / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    (out / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
     summary = {
         "persona_adapter": str(persona_dir),
         "skill_adapter": str(skill_dir),

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from companion.backbone.adapters import holds_adapter
 from companion.errors import ConfigError
 from companion.yaml_config import YamlConfig
 from training.common import check, check_counts
@@ -104,6 +105,8 @@ def train_lora_sft(
         raise ConfigError(
             "no training rows; build some first (e.g. python -m training.data.build_dialogues)."
         )
+    if init_adapter is not None and not holds_adapter(init_adapter):  # before the model loads
+        raise ConfigError(f"{init_adapter} holds no peft adapter (adapter_config.json) to continue from.")
     torch.manual_seed(config.seed)
     if model is None:
         model, tokenizer = load_model(model_dir)
@@ -128,8 +131,6 @@ def train_lora_sft(
         lora = None
         if init_adapter is None:
             lora = lora_settings(config.rank, config.target_modules)
-        elif not (Path(init_adapter) / "adapter_config.json").is_file():
-            raise ConfigError(f"{init_adapter} holds no peft adapter (adapter_config.json) to continue from.")
         else:
             from peft import PeftModel
 
