@@ -211,6 +211,70 @@ def test_the_continuation_drafter_opens_with_the_likeliest_template_and_lets_the
         backbone.close()
 
 
+def test_a_personas_voice_adapter_chooses_the_opening_and_writes_the_continuation(tokenizer):
+    from peft import LoraConfig
+
+    from companion.backbone import GenerationParams, HFBackbone
+    from training.data.continuation import ContinuationDrafter, finished
+    from training.evaluation.quality import completion_nlls
+
+    bank = load_bank()
+    backbone = HFBackbone(tiny_mixtral(), tokenizer)
+    torch.manual_seed(0)  # the adapter's random weights
+    lora = LoraConfig(
+        r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
+    )
+    backbone.adapters.add("voice", lora)
+    by_strategy = {s.strategy: s for s in sample_dialogues(PERSONAS, bank, n=12, seed=4)}
+    recall, answer = by_strategy["recall"], by_strategy["answer"]
+    persona = REGISTRY.get(recall.persona_id)
+    other = next(p for p in ("mira", "orla", "marlowe") if p != answer.persona_id)
+    try:
+        voiced = ContinuationDrafter(backbone, bank, max_new_tokens=8, voice_adapters={persona.id: "voice"})
+        plain = ContinuationDrafter(backbone, bank, max_new_tokens=8)
+        openings = voiced.openings(recall, persona)
+        under = completion_nlls(backbone, recall.messages(persona), openings, adapter="voice")
+        bare = completion_nlls(backbone, recall.messages(persona), openings)
+        assert under != bare  # the adapter really changes the scores, so the checks below can fail
+        likeliest = min(zip(openings, under, strict=True), key=lambda c: c[1][0] / c[1][1])[0]
+        drafted = voiced.draft(recall, persona)
+        assert drafted.startswith(likeliest) and drafted != plain.draft(recall, persona)
+        answer_persona = REGISTRY.get(answer.persona_id)
+        prompt = backbone.render_prompt(answer.messages(answer_persona))
+        greedy = GenerationParams(max_new_tokens=48, temperature=0)
+        own = backbone.generate_batch([prompt], adapters=["voice"], params=greedy)[0]
+        by_voice = ContinuationDrafter(backbone, bank, voice_adapters={answer.persona_id: "voice"})
+        assert by_voice.draft(answer, answer_persona) == finished(own)  # the voice's own reply
+        elsewhere = ContinuationDrafter(backbone, bank, voice_adapters={other: "voice"})
+        assert elsewhere.draft(answer, answer_persona) == plain.draft(answer, answer_persona) != finished(own)
+    finally:
+        backbone.close()
+
+
+def test_a_persona_build_loads_each_personas_bundled_adapter_and_names_a_missing_one():
+    from training.data.build_dialogues import BuildConfig, voice_adapters
+
+    class FakeBackbone:
+        def __init__(self):
+            self.adapters = self
+            self.loaded = {}
+
+        def load(self, name, path):
+            self.loaded[name] = path
+
+    class FakeRegistryWithoutAdapters:
+        def adapter_dir(self, persona_id):
+            return None
+
+    backbone = FakeBackbone()
+    assert voice_adapters(backbone, REGISTRY, PERSONAS) == {p.id: f"voice-{p.id}" for p in PERSONAS}
+    assert backbone.loaded == {f"voice-{p.id}": REGISTRY.adapter_dir(p.id) for p in PERSONAS}
+    with pytest.raises(ConfigError, match="companion persona train mira"):
+        voice_adapters(FakeBackbone(), FakeRegistryWithoutAdapters(), [REGISTRY.get("mira")])
+    with pytest.raises(ConfigError, match="continue_with is 'teacher'"):
+        BuildConfig(drafter="continuation", continue_with="teacher")
+
+
 def test_a_refusal_whose_continuation_explains_the_thing_keeps_its_opening_alone(tokenizer, reflector):
     from companion.backbone import HFBackbone
     from training.data.continuation import ContinuationDrafter
@@ -224,7 +288,8 @@ def test_a_refusal_whose_continuation_explains_the_thing_keeps_its_opening_alone
             ("They are small computers everyone carries, with apps and cameras.", False),
             ("Travellers bring all sorts of strange words to this inn.", True),
         ]:
-            backbone.generate_batch = lambda prompts, params, tail=tail: [tail]  # what the model went on with
+            # what the model went on with
+            backbone.generate_batch = lambda prompts, params, adapters=None, tail=tail: [tail]
             drafted = ContinuationDrafter(backbone, bank, reflector=reflector).draft(refuse, persona)
             assert drafted.endswith(tail) is kept, drafted
             assert drafted in ContinuationDrafter(backbone, bank).openings(refuse, persona) or kept

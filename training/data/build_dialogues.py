@@ -6,6 +6,8 @@
         --drafter openai --endpoint http://127.0.0.1:8080/v1 --model qwen2.5-7b-instruct
     python -m training.data.build_dialogues --out data/dialogues --drafter backbone       # the local default model
     python -m training.data.build_dialogues --out data/dialogues --drafter continuation   # template opening + base model
+    python -m training.data.build_dialogues --out data/dialogues --drafter continuation \
+        --continue-with persona                # ... + each persona's bundled adapter, in its voice
 
 Writes sft.jsonl (prompt-completion), dpo.jsonl (prompt/chosen/rejected), eval.jsonl (the
 held-out samples the evaluation replays), dev.jsonl (samples on training facts, drawn apart from
@@ -61,6 +63,9 @@ class BuildConfig(YamlConfig):
     api_key_env: str = "OPENAI_API_KEY"
     rejected_per_sample: int = 2
     own_replies: tuple[str, ...] = ("answer", "support")  # continuation drafter: the base model's own reply
+    # continuation drafter: whose words follow the opening (and make the own replies): "base", or
+    # "persona", each persona's registered (bundled) adapter, so the rows stay in its voice
+    continue_with: str = "base"
     personas: tuple[str, ...] = field(default=("mira", "orla", "marlowe"))
 
     def __post_init__(self) -> None:
@@ -72,6 +77,10 @@ class BuildConfig(YamlConfig):
             f"drafter is {self.drafter!r}; expected one of {', '.join(DRAFTERS)}.",
         )
         check(
+            self.continue_with in ("base", "persona"),
+            f"continue_with is {self.continue_with!r}; expected 'base' or 'persona'.",
+        )
+        check(
             self.drafter != "openai" or bool(self.endpoint and self.model),
             "drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.",
         )
@@ -81,6 +90,21 @@ class BuildConfig(YamlConfig):
             and 1 <= self.rejected_per_sample <= len(FAILURE_KINDS),
             f"n_train >= 1, n_eval >= 0, n_dev >= 0 and 1 <= rejected_per_sample <= {len(FAILURE_KINDS)} are required.",
         )
+
+
+def voice_adapters(backbone, registry: PersonaRegistry, personas) -> dict[str, str]:
+    """Loads each persona's registered adapter into `backbone`; persona id -> its loaded name."""
+    names = {}
+    for persona in personas:
+        folder = registry.adapter_dir(persona.id)
+        check(
+            folder is not None,
+            f"continue_with 'persona' needs an adapter for {persona.id!r}; train one: "
+            f"companion persona train {persona.id}",
+        )
+        names[persona.id] = f"voice-{persona.id}"
+        backbone.adapters.load(names[persona.id], folder)
+    return names
 
 
 def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = None, reflector=None) -> dict:
@@ -100,10 +124,13 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
         from training.data.continuation import ContinuationDrafter
 
         backbone = HFBackbone.from_config(BackboneConfig(model=config.model or "default"))
+        voices = voice_adapters(backbone, registry, personas) if config.continue_with == "persona" else {}
         drafter = (
             BackboneDrafter(backbone)
             if config.drafter == "backbone"
-            else ContinuationDrafter(backbone, bank, own=config.own_replies, reflector=reflector)
+            else ContinuationDrafter(
+                backbone, bank, own=config.own_replies, reflector=reflector, voice_adapters=voices
+            )
         )
     rng = random.Random(config.seed)
     report: dict = {"config": asdict(config), "drafted": 0, "kept": 0, "dropped": Counter(), "fallback_drafts": 0,
@@ -150,12 +177,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--drafter", choices=DRAFTERS)
     parser.add_argument("--endpoint")
     parser.add_argument("--model")
+    parser.add_argument(
+        "--continue-with", choices=("base", "persona"), help="continuation drafter: who continues the opening"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     config = BuildConfig.from_file(args.config)
     overrides = {
         k: v
-        for k, v in {"drafter": args.drafter, "endpoint": args.endpoint, "model": args.model}.items()
+        for k, v in {
+            "drafter": args.drafter,
+            "endpoint": args.endpoint,
+            "model": args.model,
+            "continue_with": args.continue_with,
+        }.items()
         if v
     }
     if args.smoke:

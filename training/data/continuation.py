@@ -64,6 +64,9 @@ class ContinuationDrafter:
             evaluation generates); the others get an opening. () for the first version, where a
             plain answer took the persona's example lines and support a template opening.
         reflector: with it, a refusal's continuation that the post-check flags is dropped.
+        voice_adapters: persona id -> the name of a loaded adapter that scores the openings and
+            writes the continuation and the own replies for that persona (its bundled voice, say);
+            a persona not in it gets the bare backbone.
     """
 
     def __init__(
@@ -76,8 +79,10 @@ class ContinuationDrafter:
         own: tuple[str, ...] = ("answer", "support"),
         own_tokens: int = 48,
         reflector=None,
+        voice_adapters: dict[str, str] | None = None,
     ):
         self.backbone, self.bank = backbone, bank
+        self.voice_adapters = dict(voice_adapters or {})
         self.max_new_tokens, self.repetition_penalty = max_new_tokens, repetition_penalty
         self.own, self.own_tokens, self.reflector = tuple(own), own_tokens, reflector
         self.template = TemplateDrafter(bank)
@@ -106,21 +111,21 @@ class ContinuationDrafter:
         from companion.backbone import GenerationParams
 
         messages = sample.messages(persona)
+        adapter = self.voice_adapters.get(persona.id)
         if sample.strategy in self.own:
             params = GenerationParams(max_new_tokens=self.own_tokens, temperature=0)
-            return finished(
-                self.backbone.generate_batch([self.backbone.render_prompt(messages)], params=params)[0]
-            )
+            prompt = self.backbone.render_prompt(messages)
+            return finished(self.backbone.generate_batch([prompt], adapters=[adapter], params=params)[0])
         candidates = self.openings(sample, persona)
         if not candidates:  # a plain answer: the persona's own example lines
             return self.template.draft(sample, persona)
-        nlls = completion_nlls(self.backbone, messages, candidates)
+        nlls = completion_nlls(self.backbone, messages, candidates, adapter=adapter)
         start = min(zip(candidates, nlls, strict=True), key=lambda c: c[1][0] / c[1][1])[0]
         params = GenerationParams(
             max_new_tokens=self.max_new_tokens, temperature=0, repetition_penalty=self.repetition_penalty
         )
         tail = self.backbone.generate_batch(
-            [self.backbone.render_prompt(messages) + start + " "], params=params
+            [self.backbone.render_prompt(messages) + start + " "], adapters=[adapter], params=params
         )
         reply = " ".join(filter(None, [start, first_sentence(tail[0])]))
         if sample.strategy == "refuse" and self.reflector is not None and reply != start:

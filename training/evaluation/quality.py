@@ -96,9 +96,12 @@ def completion_nll(
     return -float(token_logprobs.sum()), int(token_logprobs.numel())
 
 
-def completion_nlls(backbone, messages: list[dict], replies: list[str]) -> list[tuple[float, int]]:
+def completion_nlls(
+    backbone, messages: list[dict], replies: list[str], *, adapter: str | None = None
+) -> list[tuple[float, int]]:
     """`completion_nll` of each reply after the same `messages`, with the prompt run once:
-    its KV cache is shared by every reply (scored together as one padded batch)."""
+    its KV cache is shared by every reply (scored together as one padded batch). `adapter`: the
+    name of a loaded adapter to score under (None: the bare backbone, whatever is loaded)."""
     import torch
 
     tokenizer = backbone.tokenizer
@@ -117,11 +120,15 @@ def completion_nlls(backbone, messages: list[dict], replies: list[str]) -> list[
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     ids = torch.tensor([t + [pad] * (width - len(t)) for t in tails])
     mask = torch.tensor([[1] * (prefix_ids.shape[1] + len(t)) + [0] * (width - len(t)) for t in tails])
+
+    def under(rows: int) -> dict:
+        return backbone.adapters.generate_kwargs([adapter] * rows)
+
     with torch.no_grad():
-        first = backbone.model(prefix_ids, use_cache=True)
+        first = backbone.model(prefix_ids, use_cache=True, **under(1))
         cache = first.past_key_values
         cache.batch_repeat_interleave(len(replies))
-        logits = backbone.model(ids, attention_mask=mask, past_key_values=cache).logits
+        logits = backbone.model(ids, attention_mask=mask, past_key_values=cache, **under(len(replies))).logits
     # the last prefix position predicts each reply's first token; reply position i predicts token i + 1
     last = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
     logprobs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
