@@ -237,8 +237,16 @@ def test_a_personas_voice_adapter_chooses_the_opening_and_writes_the_continuatio
         bare = completion_nlls(backbone, recall.messages(persona), openings)
         assert under != bare  # the adapter really changes the scores, so the checks below can fail
         likeliest = min(zip(openings, under, strict=True), key=lambda c: c[1][0] / c[1][1])[0]
+        asked, generate = [], backbone.generate_batch
+
+        def spy(prompts, adapters=None, params=None):  # which adapter writes the continuation
+            asked.append(adapters)
+            return generate(prompts, adapters=adapters, params=params)
+
+        backbone.generate_batch = spy
         drafted = voiced.draft(recall, persona)
-        assert drafted.startswith(likeliest) and drafted != plain.draft(recall, persona)
+        assert drafted.startswith(likeliest) and asked == [["voice"]]
+        backbone.generate_batch = generate
         answer_persona = REGISTRY.get(answer.persona_id)
         prompt = backbone.render_prompt(answer.messages(answer_persona))
         greedy = GenerationParams(max_new_tokens=48, temperature=0)
@@ -273,6 +281,8 @@ def test_a_persona_build_loads_each_personas_bundled_adapter_and_names_a_missing
         voice_adapters(FakeBackbone(), FakeRegistryWithoutAdapters(), [REGISTRY.get("mira")])
     with pytest.raises(ConfigError, match="continue_with is 'teacher'"):
         BuildConfig(drafter="continuation", continue_with="teacher")
+    with pytest.raises(ConfigError, match="is for the continuation drafter; the drafter is 'backbone'"):
+        BuildConfig(drafter="backbone", continue_with="persona")
 
 
 def test_a_refusal_whose_continuation_explains_the_thing_keeps_its_opening_alone(tokenizer, reflector):

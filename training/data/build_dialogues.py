@@ -81,6 +81,10 @@ class BuildConfig(YamlConfig):
             f"continue_with is {self.continue_with!r}; expected 'base' or 'persona'.",
         )
         check(
+            self.continue_with == "base" or self.drafter == "continuation",
+            f"continue_with 'persona' is for the continuation drafter; the drafter is {self.drafter!r}.",
+        )
+        check(
             self.drafter != "openai" or bool(self.endpoint and self.model),
             "drafter 'openai' needs endpoint (e.g. http://127.0.0.1:8080/v1) and model.",
         )

@@ -12,7 +12,9 @@ answer and support, which the base model already does in the guidance's words: i
 as comfort to the judge 92% of the time) take the base model's own greedy reply, cut to its
 finished sentences, so SFT does not move them. A refusal whose continuation goes on to explain the
 thing (the post-check, given the persona) keeps its opening alone. The post-check and the judges
-still decide what is kept (build_dialogues step 3).
+still decide what is kept (build_dialogues step 3). With `voice_adapters`, a persona's own adapter
+takes the base model's place for its samples (`build_dialogues --continue-with persona`), so the
+rows stay in its voice apart from the opening.
 """
 
 from __future__ import annotations
