@@ -260,7 +260,8 @@ def test_a_personas_voice_adapter_chooses_the_opening_and_writes_the_continuatio
 
 
 def test_a_persona_build_loads_each_personas_bundled_adapter_and_names_a_missing_one():
-    from training.data.build_dialogues import BuildConfig, voice_adapters
+    from training.common import load_persona_adapters
+    from training.data.build_dialogues import BuildConfig
 
     class FakeBackbone:
         def __init__(self):
@@ -274,11 +275,14 @@ def test_a_persona_build_loads_each_personas_bundled_adapter_and_names_a_missing
         def adapter_dir(self, persona_id):
             return None
 
-    backbone = FakeBackbone()
-    assert voice_adapters(backbone, REGISTRY, PERSONAS) == {p.id: f"voice-{p.id}" for p in PERSONAS}
-    assert backbone.loaded == {f"voice-{p.id}": REGISTRY.adapter_dir(p.id) for p in PERSONAS}
-    with pytest.raises(ConfigError, match="companion persona train mira"):
-        voice_adapters(FakeBackbone(), FakeRegistryWithoutAdapters(), [REGISTRY.get("mira")])
+    backbone, ids = FakeBackbone(), [p.id for p in PERSONAS]
+    names = load_persona_adapters(backbone, REGISTRY, ids, "voice", purpose="draft with")
+    assert names == {pid: f"voice-{pid}" for pid in ids}
+    assert backbone.loaded == {f"voice-{pid}": REGISTRY.adapter_dir(pid) for pid in ids}
+    with pytest.raises(ConfigError, match="no adapter to draft with .*companion persona train mira"):
+        load_persona_adapters(
+            FakeBackbone(), FakeRegistryWithoutAdapters(), ["mira"], "voice", purpose="draft with"
+        )
     with pytest.raises(ConfigError, match="continue_with is 'teacher'"):
         BuildConfig(drafter="continuation", continue_with="teacher")
     with pytest.raises(ConfigError, match="is for the continuation drafter; the drafter is 'backbone'"):

@@ -92,3 +92,25 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(TRAINING.parent))
     except ValueError:
         return str(path)
+
+
+def load_persona_adapters(
+    backbone, registry, persona_ids: Iterable[str], prefix: str, *, root: Path | None = None, purpose: str
+) -> dict[str, str]:
+    """Loads each persona's adapter into `backbone` as `prefix-<id>`: `root/<id>`, or without
+    `root` the persona's registered (bundled) one. Returns persona id -> loaded name.
+
+    Raises:
+        ConfigError: a persona has no adapter there (it says what `purpose` needed it for).
+    """
+    names = {}
+    for pid in persona_ids:
+        folder = Path(root) / pid if root else registry.adapter_dir(pid)
+        if folder is None or not folder.is_dir():
+            raise ConfigError(
+                f"persona {pid!r} has no adapter to {purpose} at {folder or 'its persona folder'}; "
+                f"train one: companion persona train {pid}"
+            )
+        names[pid] = f"{prefix}-{pid}"
+        backbone.adapters.load(names[pid], folder)
+    return names

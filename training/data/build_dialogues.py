@@ -29,7 +29,7 @@ from companion.reflection import Reflector
 from companion.yaml_config import YamlConfig
 from memory.embedding import MiniLMEmbedder
 from persona_adapters import PersonaRegistry
-from training.common import CONFIGS, check, job_parser, run, write_json
+from training.common import CONFIGS, check, job_parser, load_persona_adapters, run, write_json
 from training.data.dialogues import (
     FAILURE_KINDS,
     BackboneDrafter,
@@ -96,21 +96,6 @@ class BuildConfig(YamlConfig):
         )
 
 
-def voice_adapters(backbone, registry: PersonaRegistry, personas) -> dict[str, str]:
-    """Loads each persona's registered adapter into `backbone`; persona id -> its loaded name."""
-    names = {}
-    for persona in personas:
-        folder = registry.adapter_dir(persona.id)
-        check(
-            folder is not None,
-            f"continue_with 'persona' needs an adapter for {persona.id!r}; train one: "
-            f"companion persona train {persona.id}",
-        )
-        names[persona.id] = f"voice-{persona.id}"
-        backbone.adapters.load(names[persona.id], folder)
-    return names
-
-
 def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = None, reflector=None) -> dict:
     """Runs the four steps and writes the files; returns the report."""
     bank = load_bank()
@@ -128,7 +113,11 @@ def build(config: BuildConfig, out: Path, *, registry: PersonaRegistry | None = 
         from training.data.continuation import ContinuationDrafter
 
         backbone = HFBackbone.from_config(BackboneConfig(model=config.model or "default"))
-        voices = voice_adapters(backbone, registry, personas) if config.continue_with == "persona" else {}
+        voices = (
+            load_persona_adapters(backbone, registry, config.personas, "voice", purpose="draft with")
+            if config.continue_with == "persona"
+            else {}
+        )
         drafter = (
             BackboneDrafter(backbone)
             if config.drafter == "backbone"

@@ -49,7 +49,7 @@ from memory.events import MemoryEvent, Turn, utcnow
 from memory.fast_summarizer import FastSummarizer
 from memory.store import ChromaMemoryStore
 from persona_adapters import Persona, PersonaRegistry
-from training.common import job_parser, run, write_json
+from training.common import job_parser, load_persona_adapters, run, write_json
 from training.data.dialogues import DialogueSample, load_bank, read_jsonl, reply_problems
 from training.evaluation.persona_judge import PersonaJudge
 from training.evaluation.quality import (
@@ -236,14 +236,8 @@ def load_stages(
         stages[name] = lambda item, name=name: name
     for spec in persona_stages:
         stage, _, root = spec.partition("=")
-        for pid in sorted({i.persona_id for i in items}):
-            folder = Path(root) / pid if root else registry.adapter_dir(pid)
-            if folder is None or not folder.is_dir():
-                raise ConfigError(
-                    f"persona {pid!r} has no adapter to evaluate at {folder or 'its persona folder'}; "
-                    f"train one: companion persona train {pid}"
-                )
-            backbone.adapters.load(f"{stage}-{pid}", folder)
+        persona_ids = sorted({i.persona_id for i in items})
+        load_persona_adapters(backbone, registry, persona_ids, stage, root=root or None, purpose="evaluate")
         stages[stage] = lambda item, stage=stage: f"{stage}-{item.persona_id}"
     return stages
 
